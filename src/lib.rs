@@ -1,0 +1,17 @@
+//! sluice: an admission-control sidecar. A reverse proxy in front of one web application
+//! that decides which requests reach it, in what order, and when.
+//!
+//! The request path reads top to bottom in [`proxy`]; [`app`] builds and owns every part.
+
+pub mod api;
+pub mod app;
+pub mod classify;
+pub mod config;
+pub mod forward;
+pub mod listener;
+pub mod metrics;
+pub mod priority;
+pub mod proxy;
+pub mod rejection;
+pub mod system;
+pub mod upstream;

@@ -1,1 +1,107 @@
-fn main() {}
+//! The `sluice` command: parse arguments, load the config, run until a signal.
+
+use clap::Parser;
+use sluice::config::{Config, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Admission-control sidecar: a reverse proxy that decides which requests reach the app,
+/// in what order, and when.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Run with this configuration file.
+    #[arg(long, value_name = "PATH", default_value = "config.toml")]
+    config: PathBuf,
+    /// Validate this configuration file (and the environment overrides), print every
+    /// problem with its line number, and exit: 0 when valid, 2 when not.
+    #[arg(long, value_name = "PATH", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(path) = cli.check_config {
+        return match Config::load(&path, &env) {
+            Ok(_) => {
+                println!("{}: configuration is valid", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                eprintln!("{}: {} problem(s) found", path.display(), errors.0.len());
+                ExitCode::from(2)
+            }
+        };
+    }
+    let config = match Config::load(&cli.config, &env) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            eprintln!("sluice: not started: {} configuration problem(s)", errors.0.len());
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("sluice-control")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let running = match sluice::app::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "sluice could not start");
+            eprintln!("sluice: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signal = wait_for_signal().await;
+    tracing::info!(signal, "draining: no new connections, finishing in-flight requests");
+    running.begin_drain();
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, fall back to Ctrl-C only.
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SLUICE_LOG")
+        .or_else(|_| EnvFilter::try_new(&config.observability.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.observability.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

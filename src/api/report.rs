@@ -1,0 +1,308 @@
+//! Builds the JSON of `/api/v1/performance/concurrency` and its `/health`.
+//!
+//! The five sections dashboards already read from the app keep its field names; numbers
+//! come from live state. Parts sluice has not built yet say `"enabled": false` with a
+//! reason instead of inventing values.
+
+use crate::app::Shared;
+use crate::metrics::{quantile, ClassSnapshot, Outcome, StatsSnapshot};
+use crate::system::SystemReading;
+use crate::upstream::health::Verdict;
+use serde_json::{json, Map, Value};
+use std::time::SystemTime;
+
+/// A class is "degraded" above this share of its limit, as the app's own endpoint does.
+const BUSY_RATIO: f64 = 0.8;
+/// ... or above this share of failed requests.
+const ERROR_RATIO: f64 = 0.1;
+
+fn ms(seconds: f64) -> f64 {
+    (seconds * 1e6).round() / 1e3
+}
+
+fn failures(c: &ClassSnapshot) -> u64 {
+    c.count(Outcome::ServerError) + c.count(Outcome::BadGateway) + c.count(Outcome::GatewayTimeout)
+}
+
+pub(super) fn concurrency(shared: &Shared) -> Value {
+    let snap = shared.metrics.requests.snapshot();
+    let now = rfc3339(SystemTime::now());
+    json!({
+        "concurrency_metrics": concurrency_metrics(shared, &snap),
+        "database_stats": {
+            "enabled": false,
+            "reason": "sluice's own PostgreSQL pool is not configured in this version",
+        },
+        "system_stats": system_stats(shared, &now),
+        "connection_pool_stats": pool_stats(shared),
+        "request_handler_stats": request_handler_stats(&snap, &now),
+        "classes": classes(shared, &snap),
+        "routes": routes(shared, &snap),
+        "upstream": upstream(shared),
+        "circuit_breaker": {"enabled": false, "reason": "not built yet"},
+        "degradation": {"enabled": false, "reason": "not built yet"},
+        "background": {"enabled": false, "reason": "not built yet"},
+        "sluice": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "workers": shared.workers,
+            "draining": shared.is_draining(),
+            "uptime_seconds": shared.started.elapsed().as_secs(),
+        },
+    })
+}
+
+/// The app's `active_{db,http,cache}_operations` family, from the classes of those names.
+fn concurrency_metrics(shared: &Shared, snap: &StatsSnapshot) -> Value {
+    let mut out = Map::new();
+    for name in ["db", "http", "cache"] {
+        let class = shared
+            .config
+            .classes
+            .iter()
+            .position(|c| c.name == name)
+            .and_then(|i| snap.classes.get(i));
+        let (active, total, avg) = match class {
+            Some(c) => (
+                json!(c.inflight),
+                json!(c.total()),
+                json!(ms(c.mean_seconds())),
+            ),
+            None => (Value::Null, Value::Null, Value::Null),
+        };
+        out.insert(format!("active_{name}_operations"), active);
+        out.insert(format!("total_{name}_operations"), total);
+        out.insert(format!("avg_{name}_latency_ms"), avg);
+    }
+    Value::Object(out)
+}
+
+fn system_stats(shared: &Shared, now: &str) -> Value {
+    let r = SystemReading::read();
+    let tasks = shared.tokio_tasks_alive();
+    json!({
+        "cpu_count": r.cpu_count,
+        "memory_usage_bytes": r.memory_usage_bytes,
+        "memory_limit_bytes": r.memory_limit_bytes,
+        // The nearest honest equivalent of the app's goroutine count.
+        "goroutine_count": tasks,
+        "tokio_tasks_alive": tasks,
+        "open_fds": r.open_fds,
+        "last_updated": now,
+    })
+}
+
+/// sluice's pool is of HTTP connections to the app, not of database connections.
+fn pool_stats(shared: &Shared) -> Value {
+    let open = shared.metrics.upstream_connections.get().max(0) as u64;
+    let idle: usize = shared.pools.iter().map(|p| p.idle_count()).sum();
+    let idle = idle as u64;
+    json!({
+        "kind": "upstream_http",
+        "upstream": shared.config.upstream.addr,
+        "current_open": open,
+        "current_in_use": open.saturating_sub(idle),
+        "current_idle": idle,
+        "max_idle": shared.config.upstream.pool_max_idle_per_worker * shared.pools.len(),
+        "idle_timeout_ms": shared.config.upstream.pool_idle_timeout.as_millis() as u64,
+    })
+}
+
+fn request_handler_stats(snap: &StatsSnapshot, now: &str) -> Value {
+    let mut all = ClassSnapshot::default();
+    for c in &snap.classes {
+        all.inflight += c.inflight;
+        for (a, b) in all.outcomes.iter_mut().zip(c.outcomes) {
+            *a += b;
+        }
+        all.sum_seconds += c.sum_seconds;
+        all.max_seconds = all.max_seconds.max(c.max_seconds);
+    }
+    let total = all.total();
+    let failed = failures(&all);
+    json!({
+        "active_requests": all.inflight,
+        "total_requests": total,
+        "completed_requests": total - failed - all.count(Outcome::Cancelled),
+        "failed_requests": failed,
+        "timeout_requests": all.count(Outcome::GatewayTimeout),
+        "cancelled_requests": all.count(Outcome::Cancelled),
+        "degraded_requests": 0,
+        "average_response_time_ms": ms(all.mean_seconds()),
+        "max_response_time_ms": ms(all.max_seconds),
+        "last_updated": now,
+    })
+}
+
+fn outcomes_json(outcomes: &[u64]) -> Value {
+    Value::Object(
+        Outcome::ALL
+            .iter()
+            .zip(outcomes)
+            .map(|(o, n)| (o.as_str().to_string(), json!(n)))
+            .collect(),
+    )
+}
+
+fn latency_json(c: &ClassSnapshot) -> Value {
+    let q = |p| quantile(&c.buckets, p).map(ms);
+    json!({
+        "p50": q(0.5), "p95": q(0.95), "p99": q(0.99),
+        "mean": ms(c.mean_seconds()), "max": ms(c.max_seconds),
+    })
+}
+
+fn classes(shared: &Shared, snap: &StatsSnapshot) -> Value {
+    let mut out = Map::new();
+    for (cfg, c) in shared.config.classes.iter().zip(&snap.classes) {
+        out.insert(
+            cfg.name.clone(),
+            json!({
+                "active": c.inflight,
+                "limit": {
+                    "current": cfg.max_concurrent,
+                    "min": cfg.min_concurrent,
+                    "max": cfg.max_concurrent,
+                    "adaptive": false,
+                    "enforced": false,
+                },
+                "utilization": c.inflight as f64 / cfg.max_concurrent.max(1) as f64,
+                "total": c.total(),
+                "outcomes": outcomes_json(&c.outcomes),
+                "latency_ms": latency_json(c),
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+fn routes(shared: &Shared, snap: &StatsSnapshot) -> Value {
+    let routes = shared.classifier.routes();
+    Value::Array(
+        routes
+            .iter()
+            .zip(&snap.routes)
+            .map(|(r, s)| {
+                json!({
+                    "name": r.name,
+                    "class": shared.config.classes.get(r.class).map(|c| c.name.as_str()),
+                    "priority": r.priority.as_str(),
+                    "total": s.total(),
+                    "outcomes": outcomes_json(&s.outcomes),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn upstream(shared: &Shared) -> Value {
+    let d = shared.health.detail();
+    json!({
+        "addr": shared.config.upstream.addr,
+        "health_checks": shared.health.enabled(),
+        "status": verdict_str(shared.health.verdict()),
+        "consecutive_probe_failures": d.consecutive_failures,
+        "last_probe_error": d.last_error,
+    })
+}
+
+fn verdict_str(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Unknown => "unknown",
+        Verdict::Up => "up",
+        Verdict::Down => "down",
+    }
+}
+
+/// `(healthy enough to serve, body)` for the health endpoint.
+pub(super) fn health(shared: &Shared) -> (bool, Value) {
+    let snap = shared.metrics.requests.snapshot();
+    let mut components = Map::new();
+    let mut worst = 0u8; // 0 healthy, 1 degraded, 2 unhealthy
+    let mut add = |name: String, level: u8, issues: Vec<String>| {
+        worst = worst.max(level);
+        let status = ["healthy", "degraded", "unhealthy"][usize::from(level.min(2))];
+        components.insert(name, json!({"status": status, "issues": issues}));
+    };
+    if shared.is_draining() {
+        add("listener".into(), 2, vec!["draining: not accepting new connections".into()]);
+    } else {
+        add("listener".into(), 0, vec![]);
+    }
+    match shared.health.verdict() {
+        Verdict::Up => add("upstream".into(), 0, vec![]),
+        Verdict::Unknown => add("upstream".into(), 1, vec!["not probed yet".into()]),
+        Verdict::Down => {
+            let err = shared.health.detail().last_error.unwrap_or_default();
+            add("upstream".into(), 2, vec![format!("health probes failing: {err}")]);
+        }
+    }
+    for (cfg, c) in shared.config.classes.iter().zip(&snap.classes) {
+        let mut issues = Vec::new();
+        let used = c.inflight as f64 / cfg.max_concurrent.max(1) as f64;
+        if used > BUSY_RATIO {
+            issues.push(format!(
+                "{} of {} slots busy ({:.0}%)",
+                c.inflight,
+                cfg.max_concurrent,
+                used * 100.0
+            ));
+        }
+        let total = c.total();
+        if total > 0 {
+            let ratio = failures(c) as f64 / total as f64;
+            if ratio > ERROR_RATIO {
+                issues.push(format!("error rate {:.1}% since last reset", ratio * 100.0));
+            }
+        }
+        let level = u8::from(!issues.is_empty());
+        add(format!("class_{}", cfg.name), level, issues);
+    }
+    let overall = ["healthy", "degraded", "unhealthy"][usize::from(worst)];
+    let body = json!({
+        "overall_health": overall,
+        "components": components,
+        "timestamp": rfc3339(SystemTime::now()),
+    });
+    (worst < 2, body)
+}
+
+/// UTC RFC 3339 with milliseconds, e.g. `2026-11-26T23:12:05.123Z`.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let d = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_734_725_123);
+        assert_eq!(rfc3339(t), "2026-11-26T23:12:05.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

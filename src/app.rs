@@ -1,0 +1,279 @@
+//! Builds every part of sluice from a [`Config`] and one metrics registry, and owns the
+//! threads and tasks that run them.
+//!
+//! Threads: one per worker (each a current-thread runtime with its own listener and
+//! upstream pool). Tasks on the caller's runtime: the observability listener and the
+//! active health checks. Everything stops through one shutdown signal.
+
+use crate::classify::Classifier;
+use crate::config::Config;
+use crate::listener::{self, ServeSettings};
+use crate::metrics::Metrics;
+use crate::proxy::Worker;
+use crate::upstream::health::{self, UpstreamHealth};
+use crate::upstream::{Pool, PoolSettings};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// How long a drain waits for in-flight requests before closing connections.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Why sluice could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot compile route rules: {0}")]
+    Routes(#[from] regex::Error),
+    #[error("cannot start worker thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// State shared by every worker and task.
+pub struct Shared {
+    pub config: Config,
+    pub classifier: Classifier,
+    pub metrics: Metrics,
+    pub health: Arc<UpstreamHealth>,
+    /// Every worker's upstream pool, for the JSON endpoints.
+    pub pools: Vec<Arc<Pool>>,
+    pub workers: usize,
+    pub started: Instant,
+    draining: AtomicBool,
+    runtimes: Mutex<Vec<tokio::runtime::Handle>>,
+}
+
+impl Shared {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Tasks alive across sluice's runtimes (the JSON's `goroutine_count`).
+    pub fn tokio_tasks_alive(&self) -> usize {
+        let worker_tasks: usize = self
+            .runtimes
+            .lock()
+            .map(|r| r.iter().map(|h| h.metrics().num_alive_tasks()).sum())
+            .unwrap_or(0);
+        let control = tokio::runtime::Handle::try_current()
+            .map(|h| h.metrics().num_alive_tasks())
+            .unwrap_or(0);
+        worker_tasks + control
+    }
+}
+
+/// A running sluice.
+pub struct Running {
+    /// Where the main listener accepts connections.
+    pub addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` answer, if enabled.
+    pub observability_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    workers: Vec<oneshot::Receiver<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the drain timeout), then
+    /// stops every task.
+    pub async fn shutdown(self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        for p in &self.shared.pools {
+            p.clear();
+        }
+    }
+
+    /// Marks sluice as draining (`/readyz` fails) without stopping it yet.
+    pub fn begin_drain(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts sluice: binds every socket, spawns the workers and the control tasks.
+/// Must be called from within a tokio runtime (it hosts the control tasks).
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let workers = match config.listener.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let classifier = Classifier::new(config.routes.clone())?;
+    let route_labels = config
+        .routes
+        .iter()
+        .map(|r| (r.name.clone(), r.class, r.priority.as_str()))
+        .collect();
+    let class_names = config.classes.iter().map(|c| c.name.clone()).collect();
+    // One shard per worker plus one for the control runtime.
+    let metrics = Metrics::new(route_labels, class_names, workers + 1)?;
+
+    let bind = |addr: SocketAddr, n| {
+        listener::bind_reuseport(addr, n).map_err(|source| StartError::Bind { addr, source })
+    };
+    let listeners = bind(config.listener.addr, workers)?;
+    let addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(config.listener.addr);
+    let obs_listener = match config.observability.addr {
+        Some(a) => Some(bind(a, 1)?.remove(0)),
+        None => None,
+    };
+
+    let up = &config.upstream;
+    let pool_settings = PoolSettings {
+        addr: up.addr.clone(),
+        connect_timeout: up.connect_timeout,
+        idle_timeout: up.pool_idle_timeout,
+        max_idle: up.pool_max_idle_per_worker,
+        body_idle_timeout: up.body_idle_timeout,
+    };
+    let pools: Vec<Arc<Pool>> = (0..workers)
+        .map(|_| Pool::new(pool_settings.clone(), metrics.upstream_connections.clone()))
+        .collect();
+    let probe_pool = Pool::new(pool_settings, metrics.upstream_connections.clone());
+    let health = Arc::new(UpstreamHealth::new(!config.health.path.is_empty()));
+    let settings = ServeSettings {
+        header_read_timeout: config.listener.header_read_timeout,
+        max_header_bytes: config.listener.max_header_bytes,
+        max_headers: config.listener.max_headers,
+        http2: config.listener.http2,
+        drain_timeout: DRAIN_TIMEOUT,
+    };
+    let limit = Arc::new(Semaphore::new(config.listener.max_connections));
+    let shared = Arc::new(Shared {
+        classifier,
+        metrics,
+        health: health.clone(),
+        pools: pools.clone(),
+        workers,
+        started: Instant::now(),
+        draining: AtomicBool::new(false),
+        runtimes: Mutex::new(Vec::new()),
+        config,
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let mut done = Vec::with_capacity(workers);
+    for (i, (listener, pool)) in listeners.into_iter().zip(pools).enumerate() {
+        let worker = Arc::new(Worker {
+            shared: shared.clone(),
+            pool,
+            shard: i,
+            ids: crate::forward::RequestIds::new(),
+            proto: "http",
+        });
+        let (tx, rx) = oneshot::channel();
+        done.push(rx);
+        let (settings, limit, shutdown_rx) = (settings.clone(), limit.clone(), shutdown_rx.clone());
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("sluice-worker-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot build worker runtime");
+                        return;
+                    }
+                };
+                if let Ok(mut r) = shared.runtimes.lock() {
+                    r.push(rt.handle().clone());
+                }
+                rt.block_on(listener::run(listener, worker, settings, limit, shutdown_rx));
+                let _ = tx.send(());
+            })
+            .map_err(StartError::Thread)?;
+    }
+
+    let mut tasks = Vec::new();
+    let mut observability_addr = None;
+    if let Some(l) = obs_listener {
+        observability_addr = l.local_addr().ok();
+        tasks.push(tokio::spawn(serve_observability(l, shared.clone(), shutdown_rx.clone())));
+    }
+    if health.enabled() {
+        let host = host_of(&shared.config.upstream.addr);
+        tasks.push(tokio::spawn(health::run(
+            health,
+            probe_pool,
+            host,
+            shared.config.health.path.clone(),
+            shared.config.health.interval,
+            shutdown_rx,
+        )));
+    }
+    tracing::info!(%addr, ?observability_addr, workers, upstream = %shared.config.upstream.addr, "sluice started");
+    Ok(Running {
+        addr,
+        observability_addr,
+        shared,
+        shutdown,
+        workers: done,
+        tasks,
+    })
+}
+
+fn host_of(addr: &str) -> String {
+    addr.to_string()
+}
+
+/// The observability listener: plain HTTP/1.1, a handful of requests a minute.
+async fn serve_observability(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register observability listener");
+            return;
+        }
+    };
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+            _ = crate::listener::stopped(&mut shutdown) => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        crate::api::handle_observability(&shared, req).await,
+                    )
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,267 @@
+//! Rewriting request and response heads as they cross sluice.
+//!
+//! End-to-end headers pass exactly as sent (names, values, order of repeats): the app
+//! checks `X-Security-Token`, `X-Client-Signature`, `X-Request-Timestamp`, `Origin` and
+//! `Authorization`. Hop-by-hop headers (RFC 9110 §7.6.1, plus any named in `Connection`)
+//! are removed both ways, except `Upgrade`/`Connection: upgrade` on an upgrade exchange.
+//! The peer address is appended to `X-Forwarded-For` (the app rate-limits by it),
+//! `X-Forwarded-Proto` is set when absent, and `X-Request-Id` is kept or created.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, Uri, Version};
+use std::net::IpAddr;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers that never cross a proxy (besides those `Connection` names).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// True when the head asks to switch protocols (`Connection: upgrade` + `Upgrade`).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers. With `upgrade`, keeps `Upgrade` and sets
+/// `Connection: upgrade` so the next hop sees the same request to switch.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(upgrade && name == header::UPGRADE) {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in HOP_BY_HOP.iter() {
+        if !(upgrade && *name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Appends `peer` to `X-Forwarded-For`, folding repeated header lines into one list.
+pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+    let peer = peer.to_string();
+    let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    let value = if prior.peek().is_none() {
+        HeaderValue::from_str(&peer)
+    } else {
+        let mut joined = Vec::with_capacity(64);
+        for v in prior {
+            joined.extend_from_slice(v.as_bytes());
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(peer.as_bytes());
+        HeaderValue::from_bytes(&joined)
+    };
+    if let Ok(v) = value {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+/// Rewrites a client request head for the upstream, in place. Returns the request id.
+pub fn request_head(
+    parts: &mut request::Parts,
+    peer: IpAddr,
+    proto: &'static str,
+    new_id: impl FnOnce() -> HeaderValue,
+) -> HeaderValue {
+    let upgrade = parts.version == Version::HTTP_11 && is_upgrade(&parts.headers);
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    // HTTP/2 carries the host in the :authority pseudo-header; HTTP/1.1 needs `Host`.
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    // Origin-form for the upstream.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        if let Ok(uri) = pq.parse::<Uri>() {
+            parts.uri = uri;
+        }
+    }
+    parts.version = Version::HTTP_11;
+    append_forwarded_for(&mut parts.headers, peer);
+    if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
+        parts
+            .headers
+            .insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    match parts.headers.get(&X_REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = new_id();
+            parts.headers.insert(X_REQUEST_ID, id.clone());
+            id
+        }
+    }
+}
+
+/// Generates request ids: 32 hex digits, a random per-generator prefix and a counter.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> RequestIds {
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded from the OS; one hash of it is a good-enough random prefix.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x5eed);
+        RequestIds {
+            prefix: h.finish(),
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    pub fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let s = format!("{:016x}{:016x}", self.prefix, n);
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("0"))
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(req: Request<()>) -> request::Parts {
+        req.into_parts().0
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers_only() {
+        let mut p = parts(
+            Request::get("/x")
+                .header("connection", "keep-alive, X-Secret-Hop")
+                .header("x-secret-hop", "1")
+                .header("keep-alive", "timeout=5")
+                .header("te", "trailers")
+                .header("x-security-token", "abc")
+                .header("authorization", "Bearer t")
+                .header("set-cookie", "a=1")
+                .header("set-cookie", "b=2")
+                .body(())
+                .unwrap_or_default(),
+        );
+        request_head(&mut p, "10.1.2.3".parse().unwrap_or(IpAddr::from([0; 4])), "http", || {
+            HeaderValue::from_static("id-1")
+        });
+        let h = &p.headers;
+        for gone in ["connection", "x-secret-hop", "keep-alive", "te"] {
+            assert!(!h.contains_key(gone), "{gone} should be removed");
+        }
+        assert_eq!(h["x-security-token"], "abc");
+        assert_eq!(h["authorization"], "Bearer t");
+        let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-request-id"], "id-1");
+    }
+
+    #[test]
+    fn appends_to_existing_forwarded_for_and_keeps_request_id() {
+        let mut p = parts(
+            Request::get("/x")
+                .header("x-forwarded-for", "1.1.1.1")
+                .header("x-forwarded-for", "2.2.2.2, 3.3.3.3")
+                .header("x-forwarded-proto", "https")
+                .header("x-request-id", "abc")
+                .body(())
+                .unwrap_or_default(),
+        );
+        let id = request_head(&mut p, IpAddr::from([9, 9, 9, 9]), "http", || {
+            HeaderValue::from_static("new")
+        });
+        assert_eq!(id, "abc");
+        assert_eq!(p.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 9.9.9.9");
+        assert_eq!(p.headers["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn upgrade_keeps_upgrade_headers() {
+        let mut p = parts(
+            Request::get("/ws")
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-key", "k")
+                .body(())
+                .unwrap_or_default(),
+        );
+        request_head(&mut p, IpAddr::from([1, 2, 3, 4]), "http", || {
+            HeaderValue::from_static("i")
+        });
+        assert_eq!(p.headers["upgrade"], "websocket");
+        assert_eq!(p.headers["connection"], "upgrade");
+        assert_eq!(p.headers["sec-websocket-key"], "k");
+    }
+
+    #[test]
+    fn h2_authority_becomes_host_and_origin_form() {
+        let mut p = parts(
+            Request::get("http://app.example:8080/a?b=1")
+                .version(Version::HTTP_2)
+                .body(())
+                .unwrap_or_default(),
+        );
+        request_head(&mut p, IpAddr::from([1, 2, 3, 4]), "http", || {
+            HeaderValue::from_static("i")
+        });
+        assert_eq!(p.headers["host"], "app.example:8080");
+        assert_eq!(p.uri, "/a?b=1");
+        assert_eq!(p.version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let ids = RequestIds::new();
+        let (a, b) = (ids.next(), ids.next());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+    }
+}
