@@ -36,10 +36,14 @@ pub(crate) fn parse(src: &str, origin: &str) -> Result<Parsed, Vec<ConfigError>>
 
     let (tree, syntax) = DeTable::parse_recoverable(src);
     if !syntax.is_empty() {
-        return Err(syntax
+        let mut errors: Vec<ConfigError> = syntax
             .iter()
             .map(|e| error_at(e.span(), String::new(), e.message()))
-            .collect());
+            .collect();
+        // Recovery can report one mistake more than once.
+        errors.sort_by_key(|e| e.line);
+        errors.dedup();
+        return Err(errors);
     }
     let index = SpanIndex::build(tree.get_ref(), &lines);
 

@@ -22,8 +22,19 @@ pub(super) fn routes(
     request_timeout: Duration,
     p: &mut Problems<'_>,
 ) -> Vec<RouteConfig> {
-    let default_class = default.class.unwrap_or_else(|| "db".to_owned());
-    let default_priority = default.priority.unwrap_or_else(|| "normal".to_owned());
+    // Resolved first: rules without their own class or priority inherit these,
+    // and a bad default is reported once, at [default_route], not per rule.
+    let default_class = class_index(
+        classes,
+        default.class.as_deref().unwrap_or("db"),
+        "default_route.class",
+        p,
+    );
+    let default_priority = priority(
+        default.priority.as_deref().unwrap_or("normal"),
+        "default_route.priority",
+        p,
+    );
     let mut names = HashSet::new();
     let mut out = Vec::with_capacity(raw.len() + 1);
 
@@ -52,17 +63,14 @@ pub(super) fn routes(
                 p,
             ),
             headers: headers(r.headers, &at("headers"), p),
-            class: class_index(
-                classes,
-                r.class.as_deref().unwrap_or(&default_class),
-                &at("class"),
-                p,
-            ),
-            priority: priority(
-                r.priority.as_deref().unwrap_or(&default_priority),
-                &at("priority"),
-                p,
-            ),
+            class: match r.class.as_deref() {
+                Some(c) => class_index(classes, c, &at("class"), p),
+                None => default_class,
+            },
+            priority: match r.priority.as_deref() {
+                Some(s) => priority(s, &at("priority"), p),
+                None => default_priority,
+            },
             timeout: timeout(r.timeout_ms, request_timeout, &at("timeout_ms"), p),
             bypass: r.bypass.unwrap_or(false),
             name,
@@ -74,8 +82,8 @@ pub(super) fn routes(
         methods: Vec::new(),
         path: PathMatch::Any,
         headers: Vec::new(),
-        class: class_index(classes, &default_class, "default_route.class", p),
-        priority: priority(&default_priority, "default_route.priority", p),
+        class: default_class,
+        priority: default_priority,
         timeout: timeout(
             default.timeout_ms,
             request_timeout,
