@@ -81,7 +81,7 @@ async fn concurrency_json_has_the_apps_sections_and_counts_traffic() {
     assert_eq!(db["total"], 5);
     assert_eq!(db["outcomes"]["gateway_timeout"], 1);
     assert!(db["latency_ms"]["p99"].as_f64().unwrap_or(0.0) > 0.0);
-    assert!(after["connection_pool_stats"]["current_open"].as_u64().unwrap_or(0) >= 1);
+    assert!(after["connection_pool_stats"]["current_open"].as_u64().unwrap_or(0) >= 1, "{}", after["connection_pool_stats"]);
     // The observability listener serves the same JSON.
     let (_, via_obs) = observe(&sluice, CONCURRENCY).await;
     assert!(via_obs.contains("request_handler_stats"));
@@ -115,7 +115,7 @@ async fn admin_reset_needs_the_token_and_zeroes_counters_not_gauges() {
     assert_eq!(after["request_handler_stats"]["total_requests"], 0);
     assert_eq!(after["request_handler_stats"]["active_requests"], 1, "gauges are not reset");
     let (_, metrics) = observe(&sluice, "/metrics").await;
-    assert_eq!(sample(&metrics, "sluice_requests_total", "outcome=\"success\",priority=\"normal\",route=\"default\""), Some(0.0));
+    assert_eq!(sample(&metrics, "sluice_requests_total", "route=\"default\",class=\"db\",priority=\"normal\",outcome=\"success\""), Some(0.0));
     assert_eq!(sample(&metrics, "sluice_inflight_requests", "class=\"db\""), Some(1.0));
     slow.await.expect("slow request");
     sluice.shutdown().await;
@@ -141,11 +141,11 @@ async fn metrics_are_prometheus_text_and_follow_traffic() {
     Http1Client::get(sluice.addr, "/status/404", &[]).await;
     let (status, text) = observe(&sluice, "/metrics").await;
     assert_eq!(status, 200);
-    let ok = "class=\"db\",outcome=\"success\",priority=\"normal\",route=\"default\"";
+    let ok = "route=\"default\",class=\"db\",priority=\"normal\",outcome=\"success\"";
     assert_eq!(sample(&text, "sluice_requests_total", ok), Some(1.0), "{text}");
-    assert_eq!(sample(&text, "sluice_requests_total", "outcome=\"client_error\",priority=\"normal\",route=\"default\""), Some(1.0));
+    assert_eq!(sample(&text, "sluice_requests_total", "route=\"default\",class=\"db\",priority=\"normal\",outcome=\"client_error\""), Some(1.0));
     assert_eq!(sample(&text, "sluice_request_duration_seconds_count", "route=\"default\""), Some(2.0));
-    assert_eq!(sample(&text, "sluice_request_duration_seconds_bucket", "route=\"default\",le=\"+Inf\""), Some(2.0));
+    assert_eq!(sample(&text, "sluice_request_duration_seconds_bucket", "route=\"default\",class=\"db\",le=\"+Inf\""), Some(2.0));
     assert!(text.contains("sluice_build_info{version=\""));
     assert!(text.contains("process_resident_memory_bytes"));
     assert!(text.contains("sluice_upstream_errors_total{kind=\"timeout\"} 0"));

@@ -210,10 +210,11 @@ pub(super) fn classes(raw: BTreeMap<String, RawClass>, p: &mut Problems<'_>) -> 
 
 pub(super) fn health(raw: RawHealth, p: &mut Problems<'_>) -> HealthConfig {
     let path = raw.path.unwrap_or_else(|| "/health/ready".to_owned());
-    if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+    // "" turns active health checks off (the app is then assumed up).
+    if !path.is_empty() && (!path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err()) {
         p.at(
             "health.path",
-            format!("{path:?} is not an absolute request path"),
+            format!("{path:?} is not an absolute request path (\"\" disables health checks)"),
         );
     }
     HealthConfig {
