@@ -102,15 +102,24 @@ fn readyz(shared: &Shared) -> Reply {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json(status, &serde_json::json!({"ready": ready, "reasons": reasons}))
+    json(
+        status,
+        &serde_json::json!({"ready": ready, "reasons": reasons}),
+    )
 }
 
 fn reset<B>(shared: &Shared, req: &Request<B>) -> Reply {
     let Some(token) = shared.config.admin.token.as_ref() else {
         // No token configured: the admin API does not exist.
+        let why = shared
+            .config
+            .admin
+            .disabled
+            .as_deref()
+            .unwrap_or("no token");
         return json(
             StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not_found", "message": "admin API disabled: no admin token configured"}),
+            &serde_json::json!({"error": "not_found", "message": format!("admin API disabled: {why}")}),
         );
     };
     let presented = req

@@ -193,7 +193,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         std::thread::Builder::new()
             .name(format!("sluice-worker-{i}"))
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot build worker runtime");
@@ -203,7 +206,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 if let Ok(mut r) = shared.runtimes.lock() {
                     r.push(rt.handle().clone());
                 }
-                rt.block_on(listener::run(listener, worker, settings, limit, shutdown_rx));
+                rt.block_on(listener::run(
+                    listener,
+                    worker,
+                    settings,
+                    limit,
+                    shutdown_rx,
+                ));
                 let _ = tx.send(());
             })
             .map_err(StartError::Thread)?;
@@ -213,7 +222,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut observability_addr = None;
     if let Some(l) = obs_listener {
         observability_addr = l.local_addr().ok();
-        tasks.push(tokio::spawn(serve_observability(l, shared.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(serve_observability(
+            l,
+            shared.clone(),
+            shutdown_rx.clone(),
+        )));
     }
     if health.enabled() {
         let host = host_of(&shared.config.upstream.addr);
@@ -225,6 +238,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             shared.config.health.interval,
             shutdown_rx,
         )));
+    }
+    if let Some(why) = &shared.config.admin.disabled {
+        tracing::warn!(reason = %why, "admin API disabled (answers 404)");
     }
     tracing::info!(%addr, ?observability_addr, workers, upstream = %shared.config.upstream.addr, "sluice started");
     Ok(Running {

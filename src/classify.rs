@@ -104,7 +104,8 @@ mod tests {
             HeaderName::from_static("x-priority"),
             HeaderValue::from_static("critical"),
         )];
-        let regex = regex::Regex::new("^/api/v1/(exam-attempts|user-answers)").map_err(|e| e.to_string());
+        let regex =
+            regex::Regex::new("^/api/v1/(exam-attempts|user-answers)").map_err(|e| e.to_string());
         Classifier::new(vec![
             route(
                 "submit",
@@ -119,7 +120,12 @@ mod tests {
                 Priority::High,
             ),
             by_header,
-            route("search", &[], PathMatch::Prefix("/api/v1/words/search".into()), Priority::Low),
+            route(
+                "search",
+                &[],
+                PathMatch::Prefix("/api/v1/words/search".into()),
+                Priority::Low,
+            ),
             route("default", &[], PathMatch::Any, Priority::Normal),
         ])
         .unwrap_or_else(|e| panic!("{e}"))
@@ -133,13 +139,25 @@ mod tests {
     fn first_matching_rule_wins_with_methods_and_paths() {
         let c = classifier();
         let h = HeaderMap::new();
-        assert_eq!(name(&c, Method::POST, "/api/v1/exam-attempts/7", &h), "submit");
-        assert_eq!(name(&c, Method::GET, "/api/v1/exam-attempts/7", &h), "reads");
-        assert_eq!(name(&c, Method::GET, "/api/v1/words/search?q=a", &h), "search");
+        assert_eq!(
+            name(&c, Method::POST, "/api/v1/exam-attempts/7", &h),
+            "submit"
+        );
+        assert_eq!(
+            name(&c, Method::GET, "/api/v1/exam-attempts/7", &h),
+            "reads"
+        );
+        assert_eq!(
+            name(&c, Method::GET, "/api/v1/words/search?q=a", &h),
+            "search"
+        );
         assert_eq!(name(&c, Method::GET, "/elsewhere", &h), "default");
         // A prefix is literal, not a regex.
         assert_eq!(name(&c, Method::GET, "/api/v1/words/searchX", &h), "search");
-        assert_eq!(name(&c, Method::GET, "/xapi/v1/words/search", &h), "default");
+        assert_eq!(
+            name(&c, Method::GET, "/xapi/v1/words/search", &h),
+            "default"
+        );
     }
 
     #[test]

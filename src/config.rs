@@ -98,6 +98,8 @@ pub struct AdminConfig {
     /// Bearer token for admin endpoints; `None` when neither `token_env` nor
     /// `token_file` is set (the admin API is then closed).
     pub token: Option<Secret>,
+    /// Why there is no token (the admin API is then off), for the start-up log.
+    pub disabled: Option<String>,
 }
 
 /// A secret string that never shows up in `Debug` or `Display` output.

@@ -188,9 +188,12 @@ mod tests {
                 .body(())
                 .unwrap_or_default(),
         );
-        request_head(&mut p, "10.1.2.3".parse().unwrap_or(IpAddr::from([0; 4])), "http", || {
-            HeaderValue::from_static("id-1")
-        });
+        request_head(
+            &mut p,
+            "10.1.2.3".parse().unwrap_or(IpAddr::from([0; 4])),
+            "http",
+            || HeaderValue::from_static("id-1"),
+        );
         let h = &p.headers;
         for gone in ["connection", "x-secret-hop", "keep-alive", "te"] {
             assert!(!h.contains_key(gone), "{gone} should be removed");
@@ -219,7 +222,10 @@ mod tests {
             HeaderValue::from_static("new")
         });
         assert_eq!(id, "abc");
-        assert_eq!(p.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 9.9.9.9");
+        assert_eq!(
+            p.headers["x-forwarded-for"],
+            "1.1.1.1, 2.2.2.2, 3.3.3.3, 9.9.9.9"
+        );
         assert_eq!(p.headers["x-forwarded-proto"], "https");
     }
 

@@ -31,11 +31,18 @@ pub struct ServeSettings {
 
 /// Binds `count` listening sockets on `addr` with `SO_REUSEPORT`. With port 0 the first
 /// socket picks the port and the others join it.
-pub fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+pub fn bind_reuseport(
+    addr: SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
     let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(count);
     let mut target = addr;
     for _ in 0..count.max(1) {
-        let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+        let socket = Socket::new(
+            Domain::for_address(target),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
@@ -112,9 +119,8 @@ pub async fn run(
             let _permit = permit;
             let gauge = worker.shared.metrics.downstream_connections.clone();
             gauge.inc();
-            let service = hyper::service::service_fn(move |req| {
-                proxy::handle(worker.clone(), req, peer)
-            });
+            let service =
+                hyper::service::service_fn(move |req| proxy::handle(worker.clone(), req, peer));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let result = tokio::select! {
@@ -136,7 +142,10 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(left = conns.len(), "drain timeout: closing remaining connections");
+        tracing::warn!(
+            left = conns.len(),
+            "drain timeout: closing remaining connections"
+        );
         conns.abort_all();
     }
 }

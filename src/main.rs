@@ -32,7 +32,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(errors) => {
-                eprint!("{errors}");
+                eprintln!("{errors}");
                 eprintln!("{}: {} problem(s) found", path.display(), errors.0.len());
                 ExitCode::from(2)
             }
@@ -41,8 +41,11 @@ fn main() -> ExitCode {
     let config = match Config::load(&cli.config, &env) {
         Ok(c) => c,
         Err(errors) => {
-            eprint!("{errors}");
-            eprintln!("sluice: not started: {} configuration problem(s)", errors.0.len());
+            eprintln!("{errors}");
+            eprintln!(
+                "sluice: not started: {} configuration problem(s)",
+                errors.0.len()
+            );
             return ExitCode::from(2);
         }
     };
@@ -71,7 +74,10 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     let signal = wait_for_signal().await;
-    tracing::info!(signal, "draining: no new connections, finishing in-flight requests");
+    tracing::info!(
+        signal,
+        "draining: no new connections, finishing in-flight requests"
+    );
     running.begin_drain();
     running.shutdown().await;
     tracing::info!("stopped");
@@ -99,7 +105,9 @@ fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_env("SLUICE_LOG")
         .or_else(|_| EnvFilter::try_new(&config.observability.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.observability.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -80,11 +80,13 @@ mod tests {
         assert_eq!(memory_limit(&v2), Some(512 << 20));
         std::fs::write(v2.join("memory.max"), "max\n").unwrap_or_default();
         assert_eq!(memory_limit(&v2), None);
-        std::fs::write(v1.join("memory/memory.limit_in_bytes"), "9223372036854771712\n")
-            .unwrap_or_default();
+        std::fs::write(
+            v1.join("memory/memory.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .unwrap_or_default();
         assert_eq!(memory_limit(&v1), None);
-        std::fs::write(v1.join("memory/memory.limit_in_bytes"), "268435456\n")
-            .unwrap_or_default();
+        std::fs::write(v1.join("memory/memory.limit_in_bytes"), "268435456\n").unwrap_or_default();
         assert_eq!(memory_limit(&v1), Some(256 << 20));
         assert_eq!(memory_limit(&dir.join("absent")), None);
         let _ = std::fs::remove_dir_all(&dir);

@@ -73,14 +73,20 @@ async fn end_to_end_headers_pass_hop_by_hop_are_removed_and_forwarded_for_append
     }
     assert_eq!(values(&seen, "x-multi"), ["one", "two"]);
     for gone in ["x-private-hop", "keep-alive", "te", "proxy-connection"] {
-        assert!(values(&seen, gone).is_empty(), "{gone} must not reach the app");
+        assert!(
+            values(&seen, gone).is_empty(),
+            "{gone} must not reach the app"
+        );
     }
     assert_eq!(values(&seen, "x-forwarded-for"), ["203.0.113.9, 127.0.0.1"]);
     assert_eq!(values(&seen, "x-forwarded-proto"), ["http"]);
     let ids = values(&seen, "x-request-id");
     assert_eq!(ids.len(), 1);
     assert_eq!(ids[0].len(), 32);
-    assert_eq!(headers["x-request-id"], ids[0], "the client sees the same id");
+    assert_eq!(
+        headers["x-request-id"], ids[0],
+        "the client sees the same id"
+    );
     let recorded = app.last_request().expect("app saw the request");
     assert_eq!(recorded.uri, "/api/v1/exams?x=1");
     sluice.shutdown().await;
@@ -101,10 +107,21 @@ async fn response_headers_keep_repeats_and_lose_hop_by_hop() {
     assert_eq!(cookies, ["a=1; Path=/", "b=2; Path=/"]);
     assert_eq!(headers["x-custom"], "a");
     for gone in ["x-hop", "proxy-authenticate", "proxy-connection", "trailer"] {
-        assert!(!headers.contains_key(gone), "{gone} must not reach the client");
+        assert!(
+            !headers.contains_key(gone),
+            "{gone} must not reach the client"
+        );
     }
-    assert_ne!(headers.get("connection").map(|v| v.as_bytes()), Some(&b"x-hop"[..]));
-    assert_eq!(app.last_request().and_then(|r| r.header("x-request-id")).as_deref(), Some("client-chosen-id"));
+    assert_ne!(
+        headers.get("connection").map(|v| v.as_bytes()),
+        Some(&b"x-hop"[..])
+    );
+    assert_eq!(
+        app.last_request()
+            .and_then(|r| r.header("x-request-id"))
+            .as_deref(),
+        Some("client-chosen-id")
+    );
     assert_eq!(headers["x-request-id"], "client-chosen-id");
     sluice.shutdown().await;
 }
@@ -119,7 +136,11 @@ async fn keep_alive_connections_to_the_app_are_reused() {
         assert_eq!(status, StatusCode::OK);
     }
     assert_eq!(app.requests(), 20);
-    assert_eq!(app.connections(), 1, "one pooled upstream connection serves them all");
+    assert_eq!(
+        app.connections(),
+        1,
+        "one pooled upstream connection serves them all"
+    );
     sluice.shutdown().await;
 }
 
@@ -138,7 +159,11 @@ async fn large_bodies_stream_both_ways_with_bounded_memory() {
 
     let mut client = Http1Client::connect(sluice.addr).await.expect("connect");
     let resp = client
-        .send(Request::get(format!("/bytes/{DOWN}")).body(Full::new(Bytes::new())).expect("req"))
+        .send(
+            Request::get(format!("/bytes/{DOWN}"))
+                .body(Full::new(Bytes::new()))
+                .expect("req"),
+        )
         .await
         .expect("response");
     assert_eq!(resp.status(), StatusCode::OK);
@@ -159,7 +184,11 @@ async fn large_bodies_stream_both_ways_with_bounded_memory() {
     assert!(offset_ok, "bytes arrive intact and in order");
 
     let resp = client
-        .send_body(Request::post("/sink").body(PatternBody::new(UP)).expect("req"))
+        .send_body(
+            Request::post("/sink")
+                .body(PatternBody::new(UP))
+                .expect("req"),
+        )
         .await
         .expect("upload response");
     assert_eq!(resp.status(), StatusCode::OK);
@@ -182,7 +211,9 @@ async fn h2c_clients_are_served_over_http1_upstream() {
     let sluice = start(&base_config(app.addr())).await;
     let mut client = H2cClient::connect(sluice.addr).await.expect("h2c connect");
     for _ in 0..3 {
-        let (status, _, body) = client.get_on("/echo/h2", &[("x-security-token", "t")]).await;
+        let (status, _, body) = client
+            .get_on("/echo/h2", &[("x-security-token", "t")])
+            .await;
         assert_eq!(status, StatusCode::OK);
         let seen = echo_headers(&body);
         assert_eq!(values(&seen, "x-security-token"), ["t"]);
@@ -225,7 +256,10 @@ async fn unreachable_app_gets_an_honest_502() {
     assert_eq!(headers["content-type"], "application/json");
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json body");
     assert_eq!(v["error"], "upstream_connect_failed");
-    assert_eq!(v["request_id"], headers["x-request-id"].to_str().unwrap_or("-"));
+    assert_eq!(
+        v["request_id"],
+        headers["x-request-id"].to_str().unwrap_or("-")
+    );
     let (_, metrics) = common::harness::observe(&sluice, "/metrics").await;
     assert_eq!(
         common::harness::sample(&metrics, "sluice_upstream_errors_total", "kind=\"connect\""),
@@ -255,8 +289,14 @@ async fn slow_app_gets_504_after_the_route_timeout() {
     let took = started.elapsed();
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(headers["x-sluice-reason"], "upstream_timeout");
-    assert!(took >= Duration::from_millis(300), "route timeout is 300 ms, took {took:?}");
-    assert!(took < Duration::from_secs(3), "the default 3 s timeout must not apply, took {took:?}");
+    assert!(
+        took >= Duration::from_millis(300),
+        "route timeout is 300 ms, took {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "the default 3 s timeout must not apply, took {took:?}"
+    );
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["error"], "upstream_timeout");
     sluice.shutdown().await;
@@ -265,7 +305,12 @@ async fn slow_app_gets_504_after_the_route_timeout() {
 #[tokio::test]
 async fn oversized_or_too_many_headers_get_431() {
     let app = TestUpstream::start().await;
-    let cfg = set(&base_config(app.addr()), "listener", "max_header_bytes", "16384");
+    let cfg = set(
+        &base_config(app.addr()),
+        "listener",
+        "max_header_bytes",
+        "16384",
+    );
     let cfg = set(&cfg, "listener", "max_headers", "50");
     let sluice = start(&cfg).await;
     let big = "a".repeat(40 * 1024);
@@ -278,7 +323,11 @@ async fn oversized_or_too_many_headers_get_431() {
     assert_eq!(status, 431);
     assert_eq!(app.requests(), 0, "nothing oversized reaches the app");
     // A normal request still passes.
-    let (status, _) = raw_response_head(sluice.addr, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let (status, _) = raw_response_head(
+        sluice.addr,
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(status, 200);
     sluice.shutdown().await;
 }
@@ -287,14 +336,25 @@ async fn oversized_or_too_many_headers_get_431() {
 async fn slow_header_sender_is_disconnected() {
     let app = TestUpstream::start().await;
     let sluice = start(&base_config(app.addr())).await; // header_read_timeout_ms = 400
-    let mut stream = tokio::net::TcpStream::connect(sluice.addr).await.expect("connect");
-    stream.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").await.expect("partial head");
+    let mut stream = tokio::net::TcpStream::connect(sluice.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("partial head");
     let started = std::time::Instant::now();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "sluice must close the connection, not wait forever");
+    assert!(
+        read.is_ok(),
+        "sluice must close the connection, not wait forever"
+    );
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(300), "closed too early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(300),
+        "closed too early: {took:?}"
+    );
     if let Some((status, _, _)) = parse_response_head(&buf) {
         assert_eq!(status, 408, "if anything is answered, it is a timeout");
     }
@@ -316,7 +376,10 @@ async fn connection_cap_holds_extra_clients_until_a_slot_frees() {
         b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!third.is_finished(), "a third connection is not served while two are open");
+    assert!(
+        !third.is_finished(),
+        "a third connection is not served while two are open"
+    );
     assert_eq!(app.requests(), 2);
     drop(a);
     let out = tokio::time::timeout(Duration::from_secs(5), third)
@@ -341,10 +404,17 @@ async fn shutdown_drains_in_flight_requests() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(shared.is_draining());
     let (status, _, _) = slow.await.expect("task");
-    assert_eq!(status, StatusCode::OK, "the in-flight request completes during the drain");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the in-flight request completes during the drain"
+    );
     tokio::time::timeout(Duration::from_secs(5), stop)
         .await
         .expect("drain finishes")
         .expect("task");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }

@@ -224,7 +224,11 @@ pub(super) fn health(shared: &Shared) -> (bool, Value) {
         components.insert(name, json!({"status": status, "issues": issues}));
     };
     if shared.is_draining() {
-        add("listener".into(), 2, vec!["draining: not accepting new connections".into()]);
+        add(
+            "listener".into(),
+            2,
+            vec!["draining: not accepting new connections".into()],
+        );
     } else {
         add("listener".into(), 0, vec![]);
     }
@@ -233,7 +237,11 @@ pub(super) fn health(shared: &Shared) -> (bool, Value) {
         Verdict::Unknown => add("upstream".into(), 1, vec!["not probed yet".into()]),
         Verdict::Down => {
             let err = shared.health.detail().last_error.unwrap_or_default();
-            add("upstream".into(), 2, vec![format!("health probes failing: {err}")]);
+            add(
+                "upstream".into(),
+                2,
+                vec![format!("health probes failing: {err}")],
+            );
         }
     }
     for (cfg, c) in shared.config.classes.iter().zip(&snap.classes) {
@@ -268,9 +276,7 @@ pub(super) fn health(shared: &Shared) -> (bool, Value) {
 
 /// UTC RFC 3339 with milliseconds, e.g. `2026-11-26T23:12:05.123Z`.
 pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let d = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.

@@ -35,16 +35,8 @@ impl RequestCollector {
                 REQUESTS_HELP,
                 &["route", "class", "priority", "outcome"],
             ),
-            desc(
-                DURATION,
-                DURATION_HELP,
-                &["route", "class"],
-            ),
-            desc(
-                INFLIGHT,
-                INFLIGHT_HELP,
-                &["class"],
-            ),
+            desc(DURATION, DURATION_HELP, &["route", "class"]),
+            desc(INFLIGHT, INFLIGHT_HELP, &["class"]),
         ]
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
@@ -131,24 +123,9 @@ impl Collector for RequestCollector {
             })
             .collect();
         vec![
-            family(
-                REQUESTS,
-                REQUESTS_HELP,
-                MetricType::COUNTER,
-                requests,
-            ),
-            family(
-                DURATION,
-                DURATION_HELP,
-                MetricType::HISTOGRAM,
-                durations,
-            ),
-            family(
-                INFLIGHT,
-                INFLIGHT_HELP,
-                MetricType::GAUGE,
-                inflight,
-            ),
+            family(REQUESTS, REQUESTS_HELP, MetricType::COUNTER, requests),
+            family(DURATION, DURATION_HELP, MetricType::HISTOGRAM, durations),
+            family(INFLIGHT, INFLIGHT_HELP, MetricType::GAUGE, inflight),
         ]
     }
 }

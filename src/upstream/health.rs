@@ -117,7 +117,9 @@ impl UpstreamHealth {
         let before = self.verdict.swap(v, Relaxed);
         if before != v {
             match verdict {
-                Verdict::Down => tracing::warn!(error = ?detail.last_error, "upstream marked down by health checks"),
+                Verdict::Down => {
+                    tracing::warn!(error = ?detail.last_error, "upstream marked down by health checks")
+                }
                 Verdict::Up => tracing::info!("upstream marked up by health checks"),
                 Verdict::Unknown => {}
             }
@@ -160,7 +162,10 @@ pub async fn run(
 async fn probe(pool: &Arc<Pool>, host: &str, path: &str, timeout: Duration) -> Result<(), String> {
     let req = Request::get(path)
         .header(header::HOST, host)
-        .header(header::USER_AGENT, concat!("sluice/", env!("CARGO_PKG_VERSION")))
+        .header(
+            header::USER_AGENT,
+            concat!("sluice/", env!("CARGO_PKG_VERSION")),
+        )
         .body::<UpstreamBody>(Either::Right(Full::new(Bytes::new())))
         .map_err(|e| e.to_string())?;
     let exchange = async {

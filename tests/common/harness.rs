@@ -91,11 +91,7 @@ pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> Running {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let lookup = move |name: &str| {
-        env.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let config = Config::from_toml_str(toml, "test.toml", &lookup)
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
     sluice::app::start(config)

@@ -124,18 +124,18 @@ pub(super) fn admin(
     env: &dyn Fn(&str) -> Option<String>,
     p: &mut Problems<'_>,
 ) -> AdminConfig {
+    let mut disabled = None;
     let token = match (raw.token_env, raw.token_file) {
         (Some(_), Some(_)) => {
             p.at("admin.token_file", "set token_env or token_file, not both");
             None
         }
+        // An unset variable means "no token": the admin API is off (404), which fails
+        // closed, and sluice still starts; the app logs why at start-up.
         (Some(var), None) => match env(&var).map(|t| t.trim().to_owned()) {
             Some(t) if !t.is_empty() => Some(Secret(t)),
             _ => {
-                p.at(
-                    "admin.token_env",
-                    format!("environment variable {var} is unset or empty"),
-                );
+                disabled = Some(format!("environment variable {var} is unset or empty"));
                 None
             }
         },
@@ -150,9 +150,12 @@ pub(super) fn admin(
                 None
             }
         },
-        (None, None) => None,
+        (None, None) => {
+            disabled = Some("no admin.token_env or admin.token_file configured".to_owned());
+            None
+        }
     };
-    AdminConfig { token }
+    AdminConfig { token, disabled }
 }
 
 /// The seed app's pool sizes for its three classes; 100 for any other class.
@@ -211,7 +214,9 @@ pub(super) fn classes(raw: BTreeMap<String, RawClass>, p: &mut Problems<'_>) -> 
 pub(super) fn health(raw: RawHealth, p: &mut Problems<'_>) -> HealthConfig {
     let path = raw.path.unwrap_or_else(|| "/health/ready".to_owned());
     // "" turns active health checks off (the app is then assumed up).
-    if !path.is_empty() && (!path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err()) {
+    if !path.is_empty()
+        && (!path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err())
+    {
         p.at(
             "health.path",
             format!("{path:?} is not an absolute request path (\"\" disables health checks)"),
