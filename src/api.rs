@@ -139,6 +139,7 @@ fn reset<B>(shared: &Shared, req: &Request<B>) -> Reply {
         return r;
     }
     shared.metrics.reset();
+    shared.admission.reset();
     tracing::info!("concurrency metrics reset through the admin API");
     json(
         StatusCode::OK,

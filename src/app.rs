@@ -5,6 +5,7 @@
 //! upstream pool). Tasks on the caller's runtime: the observability listener and the
 //! active health checks. Everything stops through one shutdown signal.
 
+use crate::admission::{Admission, AdmissionCollector};
 use crate::classify::Classifier;
 use crate::config::Config;
 use crate::listener::{self, ServeSettings};
@@ -44,6 +45,7 @@ pub enum StartError {
 /// State shared by every worker and task.
 pub struct Shared {
     pub config: Config,
+    pub admission: Arc<Admission>,
     pub classifier: Classifier,
     pub metrics: Metrics,
     pub health: Arc<UpstreamHealth>,
@@ -129,6 +131,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let class_names = config.classes.iter().map(|c| c.name.clone()).collect();
     // One shard per worker plus one for the control runtime.
     let metrics = Metrics::new(route_labels, class_names, workers + 1)?;
+    let admission = Admission::new(&config);
+    metrics.register(Box::new(AdmissionCollector::new(admission.clone())))?;
 
     let bind = |addr: SocketAddr, n| {
         listener::bind_reuseport(addr, n).map_err(|source| StartError::Bind { addr, source })
@@ -165,6 +169,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let limit = Arc::new(Semaphore::new(config.listener.max_connections));
     let shared = Arc::new(Shared {
+        admission: admission.clone(),
         classifier,
         metrics,
         health: health.clone(),
@@ -227,6 +232,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             shared.clone(),
             shutdown_rx.clone(),
         )));
+    }
+    if shared.config.concurrency.enabled {
+        tasks.push(tokio::spawn(admission.run(shutdown_rx.clone())));
     }
     if health.enabled() {
         let host = host_of(&shared.config.upstream.addr);

@@ -95,6 +95,7 @@ mod tests {
             priority: prio,
             timeout: Duration::from_secs(1),
             bypass: false,
+            rate_limit: None,
         }
     }
 

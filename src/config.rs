@@ -147,6 +147,31 @@ pub struct ClassConfig {
     pub queue_size: usize,
     /// Longest a request may wait in the queue.
     pub queue_timeout: Duration,
+    /// Once the queue has not emptied for `codel_interval`, new waiters wait at most
+    /// `codel_target` (a standing queue sheds early instead of timing out late).
+    pub codel_target: Duration,
+    pub codel_interval: Duration,
+    /// Fairness inside a priority: waiters are grouped by this key and take turns.
+    pub fair_key: KeySource,
+}
+
+/// Where a per-client key (fairness, rate limits) comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// One key for everybody.
+    None,
+    /// The TCP peer address (the ingress or the client, depending on the path).
+    ClientIp,
+    /// A request header's value (absent header = one shared key).
+    Header(http::HeaderName),
+}
+
+/// A route's token bucket.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateLimitConfig {
+    pub per_second: f64,
+    pub burst: u32,
+    pub key: KeySource,
 }
 
 /// One route rule: what it matches and how matching requests are admitted.
@@ -166,6 +191,8 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// Never queued or shed (the app's health probes and scrapes).
     pub bypass: bool,
+    /// `None`: no rate limit on this route.
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 #[derive(Clone, Debug)]

@@ -89,13 +89,22 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     }
 }
 
-/// Rewrites a client request head for the upstream, in place. Returns the request id.
+/// The request's id: the client's `X-Request-Id`, or a new one.
+pub fn request_id(headers: &HeaderMap, ids: &RequestIds) -> HeaderValue {
+    headers
+        .get(&X_REQUEST_ID)
+        .cloned()
+        .unwrap_or_else(|| ids.next())
+}
+
+/// Rewrites a client request head for the upstream, in place; `id` becomes its
+/// `X-Request-Id` unless it has one.
 pub fn request_head(
     parts: &mut request::Parts,
     peer: IpAddr,
     proto: &'static str,
-    new_id: impl FnOnce() -> HeaderValue,
-) -> HeaderValue {
+    id: &HeaderValue,
+) {
     let upgrade = parts.version == Version::HTTP_11 && is_upgrade(&parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade);
     // HTTP/2 carries the host in the :authority pseudo-header; HTTP/1.1 needs `Host`.
@@ -122,13 +131,8 @@ pub fn request_head(
             .headers
             .insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    match parts.headers.get(&X_REQUEST_ID) {
-        Some(id) => id.clone(),
-        None => {
-            let id = new_id();
-            parts.headers.insert(X_REQUEST_ID, id.clone());
-            id
-        }
+    if !parts.headers.contains_key(&X_REQUEST_ID) {
+        parts.headers.insert(X_REQUEST_ID, id.clone());
     }
 }
 
@@ -192,7 +196,7 @@ mod tests {
             &mut p,
             "10.1.2.3".parse().unwrap_or(IpAddr::from([0; 4])),
             "http",
-            || HeaderValue::from_static("id-1"),
+            &HeaderValue::from_static("id-1"),
         );
         let h = &p.headers;
         for gone in ["connection", "x-secret-hop", "keep-alive", "te"] {
@@ -218,10 +222,11 @@ mod tests {
                 .body(())
                 .unwrap_or_default(),
         );
-        let id = request_head(&mut p, IpAddr::from([9, 9, 9, 9]), "http", || {
-            HeaderValue::from_static("new")
-        });
+        let ids = RequestIds::new();
+        let id = request_id(&p.headers, &ids);
+        request_head(&mut p, IpAddr::from([9, 9, 9, 9]), "http", &id);
         assert_eq!(id, "abc");
+        assert_eq!(p.headers["x-request-id"], "abc");
         assert_eq!(
             p.headers["x-forwarded-for"],
             "1.1.1.1, 2.2.2.2, 3.3.3.3, 9.9.9.9"
@@ -239,9 +244,12 @@ mod tests {
                 .body(())
                 .unwrap_or_default(),
         );
-        request_head(&mut p, IpAddr::from([1, 2, 3, 4]), "http", || {
-            HeaderValue::from_static("i")
-        });
+        request_head(
+            &mut p,
+            IpAddr::from([1, 2, 3, 4]),
+            "http",
+            &HeaderValue::from_static("i"),
+        );
         assert_eq!(p.headers["upgrade"], "websocket");
         assert_eq!(p.headers["connection"], "upgrade");
         assert_eq!(p.headers["sec-websocket-key"], "k");
@@ -255,9 +263,12 @@ mod tests {
                 .body(())
                 .unwrap_or_default(),
         );
-        request_head(&mut p, IpAddr::from([1, 2, 3, 4]), "http", || {
-            HeaderValue::from_static("i")
-        });
+        request_head(
+            &mut p,
+            IpAddr::from([1, 2, 3, 4]),
+            "http",
+            &HeaderValue::from_static("i"),
+        );
         assert_eq!(p.headers["host"], "app.example:8080");
         assert_eq!(p.uri, "/a?b=1");
         assert_eq!(p.version, Version::HTTP_11);

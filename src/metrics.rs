@@ -6,8 +6,11 @@
 //! [`prometheus::core::Collector`] renders them at scrape time. Counters and histograms
 //! can be reset by the admin endpoint; gauges (in-flight) never are.
 
-mod collector;
+pub(crate) mod collector;
+mod histogram;
 mod stats;
+
+pub use histogram::{quantile_of, AtomicHistogram, HistogramSnapshot};
 
 pub use stats::{
     quantile, ClassSnapshot, InflightGuard, Outcome, RequestStats, RouteSnapshot, StatsSnapshot,
@@ -117,6 +120,14 @@ impl Metrics {
             downstream_connections,
             upstream_connections,
         })
+    }
+
+    /// Registers another collector (e.g. admission state) in the one registry.
+    pub fn register(
+        &self,
+        c: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(c)
     }
 
     /// The Prometheus text exposition of every registered metric.

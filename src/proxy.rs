@@ -10,6 +10,7 @@
 //!
 //! Admission (queues, limits, breaker) slots in between 2 and 3 in a later stage.
 
+use crate::admission::{Permit, Refused};
 use crate::app::Shared;
 use crate::classify::Class;
 use crate::forward;
@@ -64,55 +65,119 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
         start,
         done: false,
     };
+    let id = forward::request_id(req.headers(), &w.ids);
+    let mut permit = match admit(w, class, peer, req.headers(), start).await {
+        Ok(permit) => permit,
+        Err(refused) => {
+            let refusal = Refusal::from(refused);
+            record.finish(refusal.outcome());
+            return refusal
+                .response(&id, Some(refused.retry_after))
+                .map(Either::Right);
+        }
+    };
     let _inflight = shared.metrics.requests.inflight(class.class);
     let client_upgrade = (req.version() == http::Version::HTTP_11
         && forward::is_upgrade(req.headers()))
     .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let id = forward::request_head(&mut parts, peer.ip(), w.proto, || w.ids.next());
+    forward::request_head(&mut parts, peer.ip(), w.proto, &id);
     let up_req = Request::from_parts(parts, Either::Left(body));
 
+    // The route's timeout runs from arrival: time spent queueing counts against it.
+    let remaining = class.timeout.saturating_sub(start.elapsed());
+    let sent_at = Instant::now();
     let sent = match client_upgrade {
-        None => tokio::time::timeout(class.timeout, w.pool.send(up_req)).await,
-        Some(client) => tokio::time::timeout(class.timeout, upgrade(w, up_req, client)).await,
+        None => tokio::time::timeout(remaining, w.pool.send(up_req)).await,
+        Some(client) => {
+            let upgraded = upgrade(w, up_req, client, &mut permit);
+            tokio::time::timeout(remaining, upgraded).await
+        }
     };
+    let rtt = sent_at.elapsed();
     match sent {
         Ok(Ok(mut resp)) => {
-            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-            forward::strip_hop_by_hop(resp.headers_mut(), switching);
+            let status = resp.status();
+            if let Some(p) = &permit {
+                p.record(rtt, status == StatusCode::SERVICE_UNAVAILABLE);
+            }
+            forward::strip_hop_by_hop(
+                resp.headers_mut(),
+                status == StatusCode::SWITCHING_PROTOCOLS,
+            );
             if !resp.headers().contains_key(forward::X_REQUEST_ID) {
                 resp.headers_mut().insert(forward::X_REQUEST_ID, id);
             }
-            record.finish(Outcome::from_status(resp.status()));
+            if let Some(p) = permit {
+                resp.body_mut().hold(p);
+            }
+            record.finish(Outcome::from_status(status));
             resp.map(Either::Left)
         }
         Ok(Err(e)) => {
+            if let Some(p) = &permit {
+                p.record(rtt, true);
+            }
             let refusal = Refusal::from(&e);
             count_upstream_error(shared, &e);
             tracing::warn!(request_id = ?id, route = %route_name(shared, class), error = %e, "upstream request failed");
             record.finish(refusal.outcome());
-            refusal.response(&id).map(Either::Right)
+            let retry = matches!(e, UpstreamError::Connect(_) | UpstreamError::ConnectTimeout)
+                .then_some(std::time::Duration::from_secs(1));
+            refusal.response(&id, retry).map(Either::Right)
         }
         Err(_elapsed) => {
+            if let Some(p) = &permit {
+                p.record(rtt, true);
+            }
             shared.metrics.upstream_errors.timeout.inc();
             tracing::warn!(request_id = ?id, route = %route_name(shared, class), timeout = ?class.timeout, "upstream response head timed out");
             record.finish(Refusal::UpstreamTimeout.outcome());
-            Refusal::UpstreamTimeout.response(&id).map(Either::Right)
+            Refusal::UpstreamTimeout
+                .response(&id, None)
+                .map(Either::Right)
         }
     }
 }
 
+/// Rate limit, then the class's gate. `None`: admission does not apply (bypass routes,
+/// or `concurrency.enabled = false`).
+async fn admit(
+    w: &Worker,
+    class: Class,
+    peer: SocketAddr,
+    headers: &http::HeaderMap,
+    start: Instant,
+) -> Result<Option<Permit>, Refused> {
+    let shared = &*w.shared;
+    if class.bypass || !shared.config.concurrency.enabled {
+        return Ok(None);
+    }
+    let admission = &shared.admission;
+    admission.check_rate(class.route, class.priority, class.class, peer.ip(), headers)?;
+    let Some(gate) = admission.gate(class.class) else {
+        return Ok(None);
+    };
+    let key = admission.key_of(&gate.config.fair_key, peer.ip(), headers);
+    let deadline = start + class.timeout.min(gate.config.queue_timeout);
+    gate.admit(class.priority, key, deadline).await.map(Some)
+}
+
 /// Forwards an upgrade request on a dedicated connection; on `101` splices the two
-/// upgraded streams together in a task of their own.
+/// upgraded streams together in a task of their own, which then holds the admission
+/// slot for as long as the upgraded connection lives.
 async fn upgrade(
     w: &Worker,
     req: Request<crate::upstream::UpstreamBody>,
     client: hyper::upgrade::OnUpgrade,
+    permit: &mut Option<Permit>,
 ) -> Result<Response<PooledBody>, UpstreamError> {
     let mut resp = w.pool.send_upgrade(req).await?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let app = hyper::upgrade::on(&mut resp);
+        let held = permit.take();
         tokio::spawn(async move {
+            let _held = held;
             match tokio::try_join!(client, app) {
                 Ok((client, app)) => {
                     let (mut client, mut app) = (TokioIo::new(client), TokioIo::new(app));

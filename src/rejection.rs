@@ -2,12 +2,14 @@
 //! header, `Retry-After`, metric outcome and a small JSON body, all from one exhaustive
 //! match per field so a new reason cannot be forgotten anywhere.
 
+use crate::admission::{Refused, Rejection};
 use crate::metrics::Outcome;
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, Response, StatusCode};
 use http_body_util::Full;
+use std::time::Duration;
 
 /// The header that names why sluice answered instead of the app.
 pub const X_SLUICE_REASON: HeaderName = HeaderName::from_static("x-sluice-reason");
@@ -25,6 +27,8 @@ pub enum Refusal {
     UpstreamProtocol,
     /// No response head within the route's timeout.
     UpstreamTimeout,
+    /// Admission refused the request before anything was sent to the app.
+    Admission(Rejection),
 }
 
 impl Refusal {
@@ -35,6 +39,13 @@ impl Refusal {
             | Refusal::UpstreamClosed
             | Refusal::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::Admission(r) => match r {
+                Rejection::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                Rejection::QueueFull
+                | Rejection::Displaced
+                | Rejection::QueueTimeout
+                | Rejection::Shed => StatusCode::SERVICE_UNAVAILABLE,
+            },
         }
     }
 
@@ -46,6 +57,7 @@ impl Refusal {
             Refusal::UpstreamClosed => "upstream_connection_closed",
             Refusal::UpstreamProtocol => "upstream_protocol_error",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::Admission(r) => r.as_str(),
         }
     }
 
@@ -56,6 +68,15 @@ impl Refusal {
             Refusal::UpstreamClosed => "the application closed the connection without answering",
             Refusal::UpstreamProtocol => "the application sent an invalid response",
             Refusal::UpstreamTimeout => "the application did not answer in time",
+            Refusal::Admission(r) => match r {
+                Rejection::QueueFull => "too many requests are waiting; try again later",
+                Rejection::Displaced => "more urgent requests took this request's place",
+                Rejection::QueueTimeout => "no capacity became free in time",
+                Rejection::Shed => {
+                    "the service is overloaded; this request would not be served in time"
+                }
+                Rejection::RateLimited => "rate limit exceeded",
+            },
         }
     }
 
@@ -66,11 +87,23 @@ impl Refusal {
             | Refusal::UpstreamClosed
             | Refusal::UpstreamProtocol => Outcome::BadGateway,
             Refusal::UpstreamTimeout => Outcome::GatewayTimeout,
+            Refusal::Admission(Rejection::RateLimited) => Outcome::RateLimited,
+            Refusal::Admission(
+                Rejection::QueueFull
+                | Rejection::Displaced
+                | Rejection::QueueTimeout
+                | Rejection::Shed,
+            ) => Outcome::Rejected,
         }
     }
 
-    /// The JSON response sent to the client.
-    pub fn response(self, request_id: &HeaderValue) -> Response<Full<Bytes>> {
+    /// The JSON response sent to the client. `retry_after` (whole seconds) is sent as
+    /// `Retry-After` when given.
+    pub fn response(
+        self,
+        request_id: &HeaderValue,
+        retry_after: Option<Duration>,
+    ) -> Response<Full<Bytes>> {
         let body = serde_json::json!({
             "error": self.reason(),
             "message": self.message(),
@@ -83,10 +116,16 @@ impl Refusal {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(X_SLUICE_REASON, HeaderValue::from_static(self.reason()));
         h.insert(crate::forward::X_REQUEST_ID, request_id.clone());
-        if self.status() == StatusCode::BAD_GATEWAY {
-            h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(after) = retry_after {
+            h.insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
         }
         resp
+    }
+}
+
+impl From<Refused> for Refusal {
+    fn from(r: Refused) -> Refusal {
+        Refusal::Admission(r.reason)
     }
 }
 
@@ -108,13 +147,25 @@ mod tests {
     #[test]
     fn refusals_carry_status_reason_and_json() {
         let id = HeaderValue::from_static("req-1");
-        let r = Refusal::UpstreamTimeout.response(&id);
+        let r = Refusal::UpstreamTimeout.response(&id, None);
         assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(r.headers()[X_SLUICE_REASON], "upstream_timeout");
         assert!(r.headers().get(RETRY_AFTER).is_none());
-        let r = Refusal::UpstreamConnect.response(&id);
+        let r = Refusal::UpstreamConnect.response(&id, Some(Duration::from_secs(1)));
         assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(r.headers()[RETRY_AFTER], "1");
         assert_eq!(Refusal::UpstreamConnect.outcome(), Outcome::BadGateway);
+        let r =
+            Refusal::Admission(Rejection::RateLimited).response(&id, Some(Duration::from_secs(3)));
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[RETRY_AFTER], "3");
+        assert_eq!(r.headers()[X_SLUICE_REASON], "rate_limited");
+        let r =
+            Refusal::Admission(Rejection::Displaced).response(&id, Some(Duration::from_secs(2)));
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            Refusal::Admission(Rejection::Shed).outcome(),
+            Outcome::Rejected
+        );
     }
 }

@@ -4,8 +4,10 @@
 //! come from live state. Parts sluice has not built yet say `"enabled": false` with a
 //! reason instead of inventing values.
 
+use crate::admission::Rejection;
 use crate::app::Shared;
 use crate::metrics::{quantile, ClassSnapshot, Outcome, StatsSnapshot};
+use crate::priority::Priority;
 use crate::system::SystemReading;
 use crate::upstream::health::Verdict;
 use serde_json::{json, Map, Value};
@@ -55,15 +57,11 @@ pub(super) fn concurrency(shared: &Shared) -> Value {
 fn concurrency_metrics(shared: &Shared, snap: &StatsSnapshot) -> Value {
     let mut out = Map::new();
     for name in ["db", "http", "cache"] {
-        let class = shared
-            .config
-            .classes
-            .iter()
-            .position(|c| c.name == name)
-            .and_then(|i| snap.classes.get(i));
+        let index = shared.config.classes.iter().position(|c| c.name == name);
+        let class = index.and_then(|i| Some((snap.classes.get(i)?, shared.admission.gate(i)?)));
         let (active, total, avg) = match class {
-            Some(c) => (
-                json!(c.inflight),
+            Some((c, gate)) => (
+                json!(gate.inflight()),
                 json!(c.total()),
                 json!(ms(c.mean_seconds())),
             ),
@@ -119,13 +117,16 @@ fn request_handler_stats(snap: &StatsSnapshot, now: &str) -> Value {
     }
     let total = all.total();
     let failed = failures(&all);
+    let refused = all.count(Outcome::Rejected) + all.count(Outcome::RateLimited);
     json!({
         "active_requests": all.inflight,
         "total_requests": total,
-        "completed_requests": total - failed - all.count(Outcome::Cancelled),
+        "completed_requests": total - failed - refused - all.count(Outcome::Cancelled),
         "failed_requests": failed,
         "timeout_requests": all.count(Outcome::GatewayTimeout),
         "cancelled_requests": all.count(Outcome::Cancelled),
+        "rejected_requests": all.count(Outcome::Rejected),
+        "rate_limited_requests": all.count(Outcome::RateLimited),
         "degraded_requests": 0,
         "average_response_time_ms": ms(all.mean_seconds()),
         "max_response_time_ms": ms(all.max_seconds),
@@ -151,21 +152,65 @@ fn latency_json(c: &ClassSnapshot) -> Value {
     })
 }
 
+fn per_priority(f: impl Fn(Priority) -> Value) -> Value {
+    Value::Object(
+        Priority::ALL
+            .iter()
+            .map(|&p| (p.as_str().to_string(), f(p)))
+            .collect(),
+    )
+}
+
 fn classes(shared: &Shared, snap: &StatsSnapshot) -> Value {
     let mut out = Map::new();
-    for (cfg, c) in shared.config.classes.iter().zip(&snap.classes) {
+    for ((cfg, c), gate) in shared
+        .config
+        .classes
+        .iter()
+        .zip(&snap.classes)
+        .zip(&shared.admission.gates)
+    {
+        let (active, limit) = (gate.inflight(), gate.limit());
+        let queued = gate.queued_by_priority();
+        let waits: Vec<_> = gate.stats.waits.iter().map(|h| h.snapshot()).collect();
+        let rejections: Map<String, Value> = Rejection::ALL
+            .iter()
+            .map(|&r| {
+                let n: u64 = Priority::ALL
+                    .iter()
+                    .map(|&p| gate.stats.rejected_count(p, r))
+                    .sum();
+                (r.as_str().to_string(), json!(n))
+            })
+            .collect();
         out.insert(
             cfg.name.clone(),
             json!({
-                "active": c.inflight,
+                "active": active,
                 "limit": {
-                    "current": cfg.max_concurrent,
+                    "current": limit,
                     "min": cfg.min_concurrent,
                     "max": cfg.max_concurrent,
-                    "adaptive": false,
-                    "enforced": false,
+                    "adaptive": cfg.adaptive && cfg.min_concurrent < cfg.max_concurrent,
+                    "baseline_rtt_ms": gate.baseline_rtt().map(|d| ms(d.as_secs_f64())),
                 },
-                "utilization": c.inflight as f64 / cfg.max_concurrent.max(1) as f64,
+                "utilization": active as f64 / limit.max(1) as f64,
+                "queued": per_priority(|p| json!(queued[p.index()])),
+                "queued_total": queued.iter().sum::<usize>(),
+                "queue_size": cfg.queue_size,
+                "drain_rate_per_second": gate.drain_rate(),
+                "admitted": per_priority(|p| json!(gate.stats.admitted_count(p))),
+                "queue_wait_ms": per_priority(|p| {
+                    let w = &waits[p.index()];
+                    json!({"p50": w.quantile(0.5).map(ms), "p99": w.quantile(0.99).map(ms)})
+                }),
+                "rejections": rejections,
+                "rejections_by_priority": per_priority(|p| Value::Object(
+                    Rejection::ALL
+                        .iter()
+                        .map(|&r| (r.as_str().to_string(), json!(gate.stats.rejected_count(p, r))))
+                        .collect(),
+                )),
                 "total": c.total(),
                 "outcomes": outcomes_json(&c.outcomes),
                 "latency_ms": latency_json(c),
@@ -244,16 +289,25 @@ pub(super) fn health(shared: &Shared) -> (bool, Value) {
             );
         }
     }
-    for (cfg, c) in shared.config.classes.iter().zip(&snap.classes) {
+    for ((cfg, c), gate) in shared
+        .config
+        .classes
+        .iter()
+        .zip(&snap.classes)
+        .zip(&shared.admission.gates)
+    {
         let mut issues = Vec::new();
-        let used = c.inflight as f64 / cfg.max_concurrent.max(1) as f64;
+        let (active, limit) = (gate.inflight(), gate.limit().max(1));
+        let used = active as f64 / limit as f64;
         if used > BUSY_RATIO {
             issues.push(format!(
-                "{} of {} slots busy ({:.0}%)",
-                c.inflight,
-                cfg.max_concurrent,
+                "{active} of {limit} slots busy ({:.0}%)",
                 used * 100.0
             ));
+        }
+        let waiting: usize = gate.queued_by_priority().iter().sum();
+        if waiting > 0 {
+            issues.push(format!("{waiting} requests waiting for a slot"));
         }
         let total = c.total();
         if total > 0 {

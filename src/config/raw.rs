@@ -89,6 +89,9 @@ pub(crate) struct RawClass {
     pub adaptive: Option<bool>,
     pub queue_size: Option<usize>,
     pub queue_timeout_ms: Option<u64>,
+    pub codel_target_ms: Option<u64>,
+    pub codel_interval_ms: Option<u64>,
+    pub fair_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +108,9 @@ pub(crate) struct RawRoute {
     pub priority: Option<String>,
     pub timeout_ms: Option<u64>,
     pub bypass: Option<bool>,
+    pub rate_limit_rps: Option<f64>,
+    pub rate_limit_burst: Option<u32>,
+    pub rate_limit_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

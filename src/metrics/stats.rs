@@ -27,16 +27,22 @@ pub enum Outcome {
     GatewayTimeout,
     /// The client went away before a response head was ready.
     Cancelled,
+    /// Refused by admission control (503: queue full, displaced, timed out, shed).
+    Rejected,
+    /// Refused by a rate limit (429).
+    RateLimited,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Success,
         Outcome::ClientError,
         Outcome::ServerError,
         Outcome::BadGateway,
         Outcome::GatewayTimeout,
         Outcome::Cancelled,
+        Outcome::Rejected,
+        Outcome::RateLimited,
     ];
     const COUNT: usize = Self::ALL.len();
 
@@ -48,6 +54,8 @@ impl Outcome {
             Outcome::BadGateway => "bad_gateway",
             Outcome::GatewayTimeout => "gateway_timeout",
             Outcome::Cancelled => "cancelled",
+            Outcome::Rejected => "rejected",
+            Outcome::RateLimited => "rate_limited",
         }
     }
 
@@ -292,27 +300,9 @@ pub struct StatsSnapshot {
     pub classes: Vec<ClassSnapshot>,
 }
 
-/// Estimates the `q` quantile (0..=1) in seconds from per-bucket counts, interpolating
-/// linearly inside the bucket as Prometheus' `histogram_quantile` does. `None` when empty.
+/// Estimates the `q` quantile (seconds) of a request-duration histogram.
 pub fn quantile(buckets: &[u64; NB], q: f64) -> Option<f64> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = q.clamp(0.0, 1.0) * total as f64;
-    let mut seen = 0u64;
-    for (i, &c) in buckets.iter().enumerate() {
-        if c > 0 && (seen + c) as f64 >= rank {
-            let lower = if i == 0 { 0.0 } else { DURATION_BUCKETS[i - 1] };
-            let Some(&upper) = DURATION_BUCKETS.get(i) else {
-                return Some(lower); // +Inf bucket: the highest finite bound, as Prometheus does
-            };
-            let within = (rank - seen as f64) / c as f64;
-            return Some(lower + (upper - lower) * within);
-        }
-        seen += c;
-    }
-    DURATION_BUCKETS.last().copied()
+    super::histogram::quantile_of(&DURATION_BUCKETS, buckets, q)
 }
 
 #[cfg(test)]

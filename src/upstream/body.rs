@@ -3,6 +3,7 @@
 //! stream with an error, and a cleanly finished body returns its connection to the pool.
 
 use super::{Pool, UpstreamBody};
+use crate::admission::Permit;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -29,6 +30,8 @@ pin_project_lite::pin_project! {
         last_activity: Instant,
         timeout: Duration,
         conn: Option<(Arc<Pool>, SendRequest<UpstreamBody>)>,
+        // The admission slot this response occupies, freed when the body ends.
+        permit: Option<Permit>,
     }
 }
 
@@ -60,11 +63,19 @@ impl PooledBody {
             last_activity: now,
             timeout,
             conn,
+            permit: None,
         };
         if done {
             release(&mut body.conn);
         }
         body
+    }
+
+    /// Keeps `permit` (an admission slot) until the body has been sent or dropped.
+    pub fn hold(&mut self, permit: Permit) {
+        if !self.inner.is_end_stream() {
+            self.permit = Some(permit);
+        }
     }
 }
 
@@ -82,15 +93,18 @@ impl Body for PooledBody {
                 *this.last_activity = Instant::now();
                 if this.inner.is_end_stream() {
                     release(this.conn);
+                    this.permit.take();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
                 release(this.conn);
+                this.permit.take();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
                 this.conn.take();
+                this.permit.take();
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Pending => loop {
@@ -100,6 +114,7 @@ impl Body for PooledBody {
                 let deadline = *this.last_activity + *this.timeout;
                 if Instant::now() >= deadline {
                     this.conn.take();
+                    this.permit.take();
                     return Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(*this.timeout)))));
                 }
                 this.idle.as_mut().reset(deadline);

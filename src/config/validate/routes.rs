@@ -10,7 +10,7 @@ use regex::Regex;
 use super::sections::MAX_TIMEOUT_MS;
 use super::{is_label, Problems};
 use crate::config::raw::{RawDefaultRoute, RawRoute};
-use crate::config::{ClassConfig, PathMatch, RouteConfig};
+use crate::config::{ClassConfig, PathMatch, RateLimitConfig, RouteConfig};
 use crate::priority::Priority;
 
 const DEFAULT_ROUTE: &str = "default";
@@ -53,6 +53,13 @@ pub(super) fn routes(
         } else if !names.insert(name.clone()) {
             p.at(&at("name"), format!("duplicate route name {name:?}"));
         }
+        let rate_limit = rate_limit(
+            r.rate_limit_rps,
+            r.rate_limit_burst,
+            r.rate_limit_key.as_deref(),
+            &at,
+            p,
+        );
         out.push(RouteConfig {
             methods: methods(&r.methods, &at("methods"), p),
             path: path_match(
@@ -73,6 +80,7 @@ pub(super) fn routes(
             },
             timeout: timeout(r.timeout_ms, request_timeout, &at("timeout_ms"), p),
             bypass: r.bypass.unwrap_or(false),
+            rate_limit,
             name,
         });
     }
@@ -91,6 +99,7 @@ pub(super) fn routes(
             p,
         ),
         bypass: false,
+        rate_limit: None,
     });
     out
 }
@@ -206,4 +215,39 @@ fn timeout(ms: Option<u64>, inherited: Duration, path: &str, p: &mut Problems<'_
         Some(ms) => p.millis(path, Some(ms), ms, 1..=MAX_TIMEOUT_MS),
         None => inherited,
     }
+}
+
+/// `rate_limit_rps` turns a route's token bucket on; burst defaults to one second's worth.
+fn rate_limit(
+    rps: Option<f64>,
+    burst: Option<u32>,
+    key: Option<&str>,
+    at: &dyn Fn(&str) -> String,
+    p: &mut Problems<'_>,
+) -> Option<RateLimitConfig> {
+    let Some(rps) = rps else {
+        if burst.is_some() || key.is_some() {
+            p.at(
+                &at("rate_limit_rps"),
+                "rate_limit_burst/rate_limit_key need rate_limit_rps",
+            );
+        }
+        return None;
+    };
+    if !(rps.is_finite() && rps > 0.0 && rps <= 1_000_000.0) {
+        p.at(
+            &at("rate_limit_rps"),
+            format!("{rps} is out of range (0, 1000000]"),
+        );
+        return None;
+    }
+    let burst = burst.unwrap_or_else(|| rps.ceil().max(1.0) as u32);
+    if burst == 0 {
+        p.at(&at("rate_limit_burst"), "must be at least 1");
+    }
+    Some(RateLimitConfig {
+        per_second: rps,
+        burst: burst.max(1),
+        key: super::sections::key_source(key, &at("rate_limit_key"), p),
+    })
 }

@@ -9,8 +9,8 @@ use crate::config::raw::{
     RawAdmin, RawClass, RawHealth, RawListener, RawObservability, RawUpstream,
 };
 use crate::config::{
-    AdminConfig, ClassConfig, HealthConfig, ListenerConfig, LogFormat, ObservabilityConfig, Secret,
-    UpstreamConfig,
+    AdminConfig, ClassConfig, HealthConfig, KeySource, ListenerConfig, LogFormat,
+    ObservabilityConfig, Secret, UpstreamConfig,
 };
 
 const DEFAULT_LISTEN: SocketAddr =
@@ -205,6 +205,19 @@ pub(super) fn classes(raw: BTreeMap<String, RawClass>, p: &mut Problems<'_>) -> 
                     5_000,
                     1..=MAX_TIMEOUT_MS,
                 ),
+                codel_target: p.millis(
+                    &at("codel_target_ms"),
+                    c.codel_target_ms,
+                    50,
+                    1..=MAX_TIMEOUT_MS,
+                ),
+                codel_interval: p.millis(
+                    &at("codel_interval_ms"),
+                    c.codel_interval_ms,
+                    100,
+                    1..=MAX_TIMEOUT_MS,
+                ),
+                fair_key: key_source(c.fair_key.as_deref(), &at("fair_key"), p),
                 name,
             }
         })
@@ -267,5 +280,29 @@ fn check_host_port(s: &str) -> Result<(), &'static str> {
         Ok(())
     } else {
         Err("invalid host")
+    }
+}
+
+/// `""` or absent: no key; `"client_ip"`; `"header:NAME"`.
+pub(super) fn key_source(raw: Option<&str>, path: &str, p: &mut Problems<'_>) -> KeySource {
+    match raw.map(str::trim) {
+        None | Some("") => KeySource::None,
+        Some("client_ip") => KeySource::ClientIp,
+        Some(other) => match other.strip_prefix("header:") {
+            Some(name) => match http::HeaderName::from_bytes(name.trim().as_bytes()) {
+                Ok(h) => KeySource::Header(h),
+                Err(_) => {
+                    p.at(path, format!("{name:?} is not a valid header name"));
+                    KeySource::None
+                }
+            },
+            None => {
+                p.at(
+                    path,
+                    format!("{other:?}: expected \"client_ip\", \"header:NAME\" or \"\""),
+                );
+                KeySource::None
+            }
+        },
     }
 }

@@ -1,0 +1,124 @@
+//! Renders admission state as Prometheus metric families at scrape time.
+
+use super::{Admission, Rejection};
+use crate::metrics::collector::{family, labels};
+use crate::metrics::HistogramSnapshot;
+use crate::priority::Priority;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, Metric, MetricFamily, MetricType};
+use std::sync::Arc;
+
+const FAMILIES: [(&str, &str, &[&str]); 4] = [
+    (
+        "sluice_queue_depth",
+        "Requests waiting for a concurrency slot, by class and priority.",
+        &["class", "priority"],
+    ),
+    (
+        "sluice_queue_wait_seconds",
+        "Time admitted requests waited in the queue, by class and priority.",
+        &["class", "priority"],
+    ),
+    (
+        "sluice_concurrency_limit",
+        "The current (adaptive) concurrency limit, by class.",
+        &["class"],
+    ),
+    (
+        "sluice_rejections_total",
+        "Requests refused by admission control, by class, priority and reason.",
+        &["class", "priority", "reason"],
+    ),
+];
+
+pub struct AdmissionCollector {
+    admission: Arc<Admission>,
+    descs: Vec<Desc>,
+}
+
+impl AdmissionCollector {
+    pub fn new(admission: Arc<Admission>) -> AdmissionCollector {
+        let descs = FAMILIES
+            .iter()
+            .filter_map(|(name, help, l)| {
+                let l = l.iter().map(|s| s.to_string()).collect();
+                Desc::new(name.to_string(), help.to_string(), l, Default::default()).ok()
+            })
+            .collect();
+        AdmissionCollector { admission, descs }
+    }
+}
+
+fn gauge(l: &[(&str, &str)], v: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(v);
+    let mut m = Metric::from_label(labels(l));
+    m.set_gauge(g);
+    m
+}
+
+fn histogram(l: &[(&str, &str)], s: &HistogramSnapshot) -> Metric {
+    let mut cumulative = 0;
+    let buckets = s
+        .bounds
+        .iter()
+        .zip(&s.counts)
+        .map(|(&bound, &n)| {
+            cumulative += n;
+            let mut b = Bucket::default();
+            b.set_upper_bound(bound);
+            b.set_cumulative_count(cumulative);
+            b
+        })
+        .collect();
+    let mut h = Histogram::default();
+    h.set_bucket(buckets);
+    h.set_sample_count(s.count());
+    h.set_sample_sum(s.sum_seconds);
+    let mut m = Metric::from_label(labels(l));
+    m.set_histogram(h);
+    m
+}
+
+impl Collector for AdmissionCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let (mut depth, mut waits, mut limits, mut rejections) = (vec![], vec![], vec![], vec![]);
+        for g in &self.admission.gates {
+            let class = g.config.name.as_str();
+            limits.push(gauge(&[("class", class)], g.limit() as f64));
+            let queued = g.queued_by_priority();
+            for p in Priority::ALL {
+                let l = [("class", class), ("priority", p.as_str())];
+                depth.push(gauge(&l, queued[p.index()] as f64));
+                waits.push(histogram(&l, &g.stats.waits[p.index()].snapshot()));
+                for r in Rejection::ALL {
+                    let mut c = Counter::default();
+                    c.set_value(g.stats.rejected_count(p, r) as f64);
+                    let mut m = Metric::from_label(labels(&[
+                        ("class", class),
+                        ("priority", p.as_str()),
+                        ("reason", r.as_str()),
+                    ]));
+                    m.set_counter(c);
+                    rejections.push(m);
+                }
+            }
+        }
+        let kinds = [
+            MetricType::GAUGE,
+            MetricType::HISTOGRAM,
+            MetricType::GAUGE,
+            MetricType::COUNTER,
+        ];
+        FAMILIES
+            .iter()
+            .zip(kinds)
+            .zip([depth, waits, limits, rejections])
+            .map(|(((name, help, _), kind), metrics)| family(name, help, kind, metrics))
+            .collect()
+    }
+}

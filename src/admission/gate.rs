@@ -1,0 +1,438 @@
+//! One class's gate: its concurrency slots, its priority queue, and the permits that
+//! hold slots.
+//!
+//! Fast path: when nobody waits and a slot is free, admission is one compare-and-swap
+//! on the in-flight count; no lock. Only waiting takes the class's lock. A released
+//! slot goes straight to the best waiter (under the lock), so the in-flight count never
+//! dips while someone waits. Lost wake-ups cannot happen: an arrival re-checks for a
+//! free slot under the lock after queueing, and a release looks at the queue after
+//! freeing its slot; with sequentially consistent atomics one of the two sees the other.
+//!
+//! Waiters are futures: a deadline timer, a channel the permit arrives on, and a guard
+//! that takes the waiter out of the queue if the future is dropped (the client left).
+//! A permit sent to a waiter that has just gone is dropped with the channel and so
+//! releases its slot: nothing leaks.
+
+use super::limit::{Limiter, WindowSample};
+use super::queue::{Entry, PriorityQueue, Pushed, Ticket};
+use super::stats::GateStats;
+use super::Rejection;
+use crate::config::ClassConfig;
+use crate::priority::Priority;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+type Grant = Result<Permit, Rejection>;
+
+struct State {
+    queue: PriorityQueue<oneshot::Sender<Grant>>,
+    /// When the queue last went from empty to non-empty (None while empty).
+    nonempty_since: Option<Instant>,
+}
+
+/// Completions gathered for the limiter's next window (atomics; no lock per request).
+#[derive(Default)]
+struct Window {
+    samples: AtomicU64,
+    rtt_sum_us: AtomicU64,
+    rtt_min_us: AtomicU64,
+    dropped: AtomicU64,
+    max_inflight: AtomicUsize,
+    completions: AtomicU64,
+}
+
+/// A refusal with the wait the client should leave before retrying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: Rejection,
+    pub retry_after: Duration,
+}
+
+pub struct Gate {
+    pub config: ClassConfig,
+    inflight: AtomicUsize,
+    limit: AtomicUsize,
+    queued: AtomicUsize,
+    state: Mutex<State>,
+    limiter: Mutex<Limiter>,
+    window: Window,
+    /// Completions a second, smoothed (f64 bits).
+    drain_rate: AtomicU64,
+    pub stats: GateStats,
+}
+
+impl Gate {
+    pub fn new(config: ClassConfig, limiter: Limiter) -> Arc<Gate> {
+        let limit = limiter.limit();
+        Arc::new(Gate {
+            inflight: AtomicUsize::new(0),
+            limit: AtomicUsize::new(limit),
+            queued: AtomicUsize::new(0),
+            state: Mutex::new(State {
+                queue: PriorityQueue::new(config.queue_size),
+                nonempty_since: None,
+            }),
+            limiter: Mutex::new(limiter),
+            window: Window {
+                rtt_min_us: AtomicU64::new(u64::MAX),
+                ..Window::default()
+            },
+            drain_rate: AtomicU64::new(0f64.to_bits()),
+            stats: GateStats::default(),
+            config,
+        })
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.load(Relaxed)
+    }
+
+    /// Waiters per priority (index = `Priority::index`).
+    pub fn queued_by_priority(&self) -> [usize; 5] {
+        let st = self.lock();
+        let mut out = [0; 5];
+        for p in Priority::ALL {
+            out[p.index()] = st.queue.len_at(p);
+        }
+        out
+    }
+
+    /// Completions a second, smoothed over recent windows.
+    pub fn drain_rate(&self) -> f64 {
+        f64::from_bits(self.drain_rate.load(Relaxed))
+    }
+
+    pub fn baseline_rtt(&self) -> Option<Duration> {
+        self.limiter.lock().ok().and_then(|l| l.baseline_rtt())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the queue inconsistent in a way
+        // that matters more than refusing service, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn try_acquire(&self) -> bool {
+        let limit = self.limit.load(SeqCst);
+        let mut cur = self.inflight.load(SeqCst);
+        loop {
+            if cur >= limit {
+                return false;
+            }
+            match self
+                .inflight
+                .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
+            {
+                Ok(_) => {
+                    self.window.max_inflight.fetch_max(cur + 1, Relaxed);
+                    return true;
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Admits at `priority`, waiting until `deadline` at most.
+    pub async fn admit(
+        self: &Arc<Self>,
+        priority: Priority,
+        key: u64,
+        deadline: Instant,
+    ) -> Result<Permit, Refused> {
+        if self.queued.load(SeqCst) == 0 && self.try_acquire() {
+            self.stats.admitted(priority, Duration::ZERO);
+            return Ok(Permit::new(self.clone()));
+        }
+        let now = Instant::now();
+        let (tx, mut rx) = oneshot::channel();
+        let (ticket, displaced, deadline) = {
+            let mut st = self.lock();
+            if st.queue.is_empty() && self.try_acquire() {
+                drop(st);
+                self.stats.admitted(priority, Duration::ZERO);
+                return Ok(Permit::new(self.clone()));
+            }
+            let deadline = self.effective_deadline(&st, now, deadline);
+            if let Some(refused) = self.predict(&st, priority, now, deadline) {
+                drop(st);
+                return Err(self.refuse(priority, refused));
+            }
+            let (ticket, displaced) = match st.queue.push(priority, key, now, deadline, tx) {
+                Pushed::Queued { ticket, displaced } => (ticket, displaced),
+                Pushed::Full(_) => {
+                    let retry = self.retry_after(st.queue.ahead_of(priority));
+                    drop(st);
+                    return Err(self.refuse(
+                        priority,
+                        Refused {
+                            reason: Rejection::QueueFull,
+                            retry_after: retry,
+                        },
+                    ));
+                }
+            };
+            self.after_change(&mut st, now);
+            // A slot may have been freed while we queued: hand it out now.
+            let leftovers = self.dispatch(&mut st, now);
+            drop(st);
+            finish(leftovers);
+            (ticket, displaced, deadline)
+        };
+        if let Some(victim) = displaced {
+            // Counted here; the victim's own `admit` turns it into its 503.
+            self.stats
+                .rejected(victim.ticket.priority, Rejection::Displaced);
+            let _ = victim.value.send(Err(Rejection::Displaced));
+        }
+        let mut guard = WaitGuard {
+            gate: self,
+            ticket,
+            active: true,
+        };
+        let sleep = tokio::time::sleep_until(deadline);
+        tokio::pin!(sleep);
+        let outcome = tokio::select! {
+            granted = &mut rx => granted.unwrap_or(Err(Rejection::QueueTimeout)),
+            _ = &mut sleep => {
+                guard.active = false;
+                match guard.leave() {
+                    true => Err(Rejection::QueueTimeout),
+                    // Already taken out: a permit (or a refusal) is on its way or here.
+                    false => rx.try_recv().unwrap_or(Err(Rejection::QueueTimeout)),
+                }
+            }
+        };
+        guard.active = false;
+        match outcome {
+            Ok(permit) => Ok(permit),
+            Err(reason) => {
+                let retry = self.retry_after(self.queued.load(Relaxed));
+                if reason != Rejection::Displaced {
+                    self.stats.rejected(priority, reason);
+                }
+                Err(Refused {
+                    reason,
+                    retry_after: retry,
+                })
+            }
+        }
+    }
+
+    /// The deadline a waiter actually gets: shorter once the queue is standing.
+    fn effective_deadline(&self, st: &State, now: Instant, deadline: Instant) -> Instant {
+        match st.nonempty_since {
+            Some(since) if now.saturating_duration_since(since) >= self.config.codel_interval => {
+                deadline.min(now + self.config.codel_target)
+            }
+            _ => deadline,
+        }
+    }
+
+    /// Refuses at once a waiter the measured drain rate says cannot be served in time.
+    fn predict(&self, st: &State, p: Priority, now: Instant, deadline: Instant) -> Option<Refused> {
+        let rate = self.drain_rate();
+        if rate <= 0.0 || st.queue.is_empty() {
+            return None;
+        }
+        let ahead = st.queue.ahead_of(p) as f64;
+        let wait = Duration::from_secs_f64(ahead / rate);
+        (now + wait > deadline).then(|| Refused {
+            reason: Rejection::Shed,
+            retry_after: self.retry_after(st.queue.ahead_of(p)),
+        })
+    }
+
+    fn refuse(&self, p: Priority, r: Refused) -> Refused {
+        self.stats.rejected(p, r.reason);
+        r
+    }
+
+    /// How long until `ahead` waiters drain at the measured rate, in whole seconds 1–60.
+    pub fn retry_after(&self, ahead: usize) -> Duration {
+        let rate = self.drain_rate();
+        let secs = if rate > 0.0 {
+            ((ahead as f64 + 1.0) / rate).ceil()
+        } else {
+            1.0
+        };
+        Duration::from_secs(secs.clamp(1.0, 60.0) as u64)
+    }
+
+    fn after_change(&self, st: &mut State, now: Instant) {
+        self.queued.store(st.queue.len(), SeqCst);
+        if st.queue.is_empty() {
+            st.nonempty_since = None;
+        } else if st.nonempty_since.is_none() {
+            st.nonempty_since = Some(now);
+        }
+    }
+
+    /// Hands free slots to the best waiters. Returns grants that could not be delivered
+    /// or refusals to send, to be finished after the lock is released.
+    fn dispatch(
+        self: &Arc<Self>,
+        st: &mut State,
+        now: Instant,
+    ) -> Vec<Entry<oneshot::Sender<Grant>>> {
+        let mut expired = Vec::new();
+        while !st.queue.is_empty() && self.try_acquire() {
+            let Some(entry) = st.queue.pop() else {
+                self.inflight.fetch_sub(1, SeqCst);
+                break;
+            };
+            if entry.deadline <= now {
+                self.inflight.fetch_sub(1, SeqCst);
+                expired.push(entry);
+                continue;
+            }
+            let waited = now.saturating_duration_since(entry.enqueued);
+            self.stats.admitted(entry.ticket.priority, waited);
+            let permit = Permit::new(self.clone());
+            if let Err(Ok(mut permit)) = entry.value.send(Ok(permit)) {
+                // The waiter is gone: take the slot back without re-entering the lock.
+                permit.armed = false;
+                self.inflight.fetch_sub(1, SeqCst);
+            }
+        }
+        self.after_change(st, now);
+        expired
+    }
+
+    fn release(self: &Arc<Self>) {
+        self.inflight.fetch_sub(1, SeqCst);
+        self.window.completions.fetch_add(1, Relaxed);
+        if self.queued.load(SeqCst) > 0 {
+            let now = Instant::now();
+            let mut st = self.lock();
+            let leftovers = self.dispatch(&mut st, now);
+            drop(st);
+            finish(leftovers);
+        }
+    }
+
+    fn record(&self, rtt: Duration, overload: bool) {
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        let w = &self.window;
+        w.samples.fetch_add(1, Relaxed);
+        w.rtt_sum_us.fetch_add(us, Relaxed);
+        w.rtt_min_us.fetch_min(us, Relaxed);
+        if overload {
+            w.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Closes the current window: feeds the limiter, updates the drain rate, and lets
+    /// waiters in if the limit rose. Called by the controller task.
+    pub fn end_window(self: &Arc<Self>, window: Duration) {
+        let w = &self.window;
+        let samples = w.samples.swap(0, Relaxed);
+        let sum = w.rtt_sum_us.swap(0, Relaxed);
+        let min = w.rtt_min_us.swap(u64::MAX, Relaxed);
+        let sample = WindowSample {
+            samples,
+            rtt_avg: Duration::from_micros(sum.checked_div(samples).unwrap_or(0)),
+            rtt_min: Duration::from_micros(if min == u64::MAX { 0 } else { min }),
+            max_inflight: w.max_inflight.swap(self.inflight.load(Relaxed), Relaxed),
+            dropped: w.dropped.swap(0, Relaxed),
+            window,
+        };
+        let completions = w.completions.swap(0, Relaxed) as f64;
+        let rate = completions / window.as_secs_f64().max(1e-3);
+        let old = self.drain_rate();
+        // Smooth over ~5 windows; a stalled class decays toward zero.
+        let new = if old == 0.0 {
+            rate
+        } else {
+            old * 0.8 + rate * 0.2
+        };
+        self.drain_rate.store(new.to_bits(), Relaxed);
+        let limit = match self.limiter.lock() {
+            Ok(mut l) => l.update(&sample),
+            Err(_) => return,
+        };
+        let before = self.limit.swap(limit, SeqCst);
+        if limit > before && self.queued.load(SeqCst) > 0 {
+            let now = Instant::now();
+            let mut st = self.lock();
+            let leftovers = self.dispatch(&mut st, now);
+            drop(st);
+            finish(leftovers);
+        }
+    }
+}
+
+/// Tells expired waiters found during dispatch that their time is up.
+fn finish(expired: Vec<Entry<oneshot::Sender<Grant>>>) {
+    for e in expired {
+        let _ = e.value.send(Err(Rejection::QueueTimeout));
+    }
+}
+
+/// Takes a waiter out of the queue if its future is dropped while waiting.
+struct WaitGuard<'a> {
+    gate: &'a Arc<Gate>,
+    ticket: Ticket,
+    active: bool,
+}
+
+impl WaitGuard<'_> {
+    /// True if the waiter was still queued (and is now out).
+    fn leave(&self) -> bool {
+        let mut st = self.gate.lock();
+        let removed = st.queue.remove(self.ticket);
+        if removed.is_some() {
+            self.gate.after_change(&mut st, Instant::now());
+        }
+        drop(st);
+        removed.is_some()
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            self.leave();
+        }
+    }
+}
+
+/// Holds one of a class's concurrency slots; frees it on drop.
+pub struct Permit {
+    gate: Arc<Gate>,
+    armed: bool,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("class", &self.gate.config.name)
+            .finish()
+    }
+}
+
+impl Permit {
+    fn new(gate: Arc<Gate>) -> Permit {
+        Permit { gate, armed: true }
+    }
+
+    /// Reports the app's latency to the response head for the adaptive limit;
+    /// `overload` marks timeouts and the app's own 503s.
+    pub fn record(&self, rtt: Duration, overload: bool) {
+        self.gate.record(rtt, overload);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.armed {
+            self.gate.release();
+        }
+    }
+}
