@@ -436,3 +436,6 @@ impl Drop for Permit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+//! The gate's shell on tokio's paused clock: ordering, displacement, deadlines,
+//! cancellation, standing-queue timeouts, early shedding, and that no slot ever leaks.
+
+use super::*;
+use crate::config::KeySource;
+use std::sync::Mutex as StdMutex;
+use Priority::*;
+
+fn class(limit: usize, queue: usize) -> ClassConfig {
+    ClassConfig {
+        name: "db".into(),
+        max_concurrent: limit,
+        min_concurrent: limit,
+        adaptive: false,
+        queue_size: queue,
+        queue_timeout: Duration::from_secs(5),
+        codel_target: Duration::from_millis(50),
+        codel_interval: Duration::from_millis(100),
+        fair_key: KeySource::None,
+    }
+}
+
+fn gate(limit: usize, queue: usize) -> Arc<Gate> {
+    Gate::new(class(limit, queue), Limiter::Fixed(limit))
+}
+
+fn later(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms)
+}
+
+/// Spawns a waiter that records its label when admitted and holds the permit until told.
+fn waiter(
+    g: &Arc<Gate>,
+    p: Priority,
+    label: &'static str,
+    log: &Arc<StdMutex<Vec<String>>>,
+) -> tokio::task::JoinHandle<Result<Permit, Refused>> {
+    let (g, log) = (g.clone(), log.clone());
+    tokio::spawn(async move {
+        let r = g.admit(p, 0, later(5_000)).await;
+        let what = match &r {
+            Ok(_) => label.to_string(),
+            Err(e) => format!("{label}:{}", e.reason.as_str()),
+        };
+        log.lock().map(|mut l| l.push(what)).unwrap_or_default();
+        r
+    })
+}
+
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn free_slots_admit_at_once_and_released_slots_go_to_waiters() {
+    let g = gate(2, 10);
+    let a = g.admit(Normal, 0, later(100)).await.expect("slot 1");
+    let _b = g.admit(Normal, 0, later(100)).await.expect("slot 2");
+    assert_eq!(g.inflight(), 2);
+    let log = Arc::new(StdMutex::new(vec![]));
+    let c = waiter(&g, Normal, "c", &log);
+    settle().await;
+    assert_eq!(g.queued_by_priority()[Normal.index()], 1);
+    drop(a);
+    settle().await;
+    assert_eq!(*log.lock().unwrap(), ["c"]);
+    assert_eq!(g.inflight(), 2, "the slot went straight to the waiter");
+    drop(c.await.expect("task").expect("permit"));
+    assert_eq!(g.inflight(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_highest_priority_first() {
+    let g = gate(1, 10);
+    let held = g.admit(Critical, 0, later(100)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let mut tasks = vec![];
+    for (p, l) in [
+        (Low, "low"),
+        (Background, "bg"),
+        (Normal, "normal"),
+        (Critical, "crit"),
+        (High, "high"),
+    ] {
+        let (g, log) = (g.clone(), log.clone());
+        // Each admitted waiter frees its slot at once, letting the next one in.
+        tasks.push(tokio::spawn(async move {
+            let r = g.admit(p, 0, later(5_000)).await.map(drop);
+            log.lock().map(|mut v| v.push(l)).unwrap_or_default();
+            r
+        }));
+        settle().await;
+    }
+    drop(held);
+    for t in tasks {
+        assert!(t.await.expect("task").is_ok());
+    }
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["crit", "high", "normal", "low", "bg"]
+    );
+    assert_eq!(g.inflight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_displaces_the_lowest_waiter_at_once() {
+    let g = gate(1, 2);
+    let _held = g.admit(Normal, 0, later(100)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let low = waiter(&g, Low, "low", &log);
+    settle().await;
+    let _high = waiter(&g, High, "high", &log);
+    settle().await;
+    let _crit = waiter(&g, Critical, "crit", &log);
+    settle().await;
+    assert_eq!(*log.lock().unwrap(), ["low:displaced"]);
+    let refused = low.await.expect("task").expect_err("displaced");
+    assert!(refused.retry_after >= Duration::from_secs(1));
+    // A background arrival has nobody to displace: refused as queue full.
+    let r = g.admit(Background, 0, later(100)).await.expect_err("full");
+    assert_eq!(r.reason, Rejection::QueueFull);
+    assert_eq!(g.stats.rejected_count(Low, Rejection::Displaced), 1);
+    assert_eq!(g.stats.rejected_count(Background, Rejection::QueueFull), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_times_out_at_its_deadline_and_leaves_no_trace() {
+    let g = gate(1, 10);
+    let held = g.admit(Normal, 0, later(100)).await.expect("slot");
+    let start = Instant::now();
+    let r = g.admit(Normal, 0, later(300)).await.expect_err("timeout");
+    assert_eq!(r.reason, Rejection::QueueTimeout);
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    assert_eq!(g.queued_by_priority().iter().sum::<usize>(), 0);
+    drop(held);
+    assert_eq!(g.inflight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_goes_away_leaves_the_queue_and_frees_nothing() {
+    let g = gate(1, 10);
+    let held = g.admit(Normal, 0, later(100)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let gone = waiter(&g, High, "gone", &log);
+    let stays = waiter(&g, Low, "stays", &log);
+    settle().await;
+    gone.abort();
+    settle().await;
+    assert_eq!(g.queued_by_priority()[High.index()], 0);
+    assert_eq!(
+        g.inflight(),
+        1,
+        "the cancelled waiter held no slot and freed none"
+    );
+    drop(held);
+    settle().await;
+    assert_eq!(*log.lock().unwrap(), ["stays"]);
+    drop(stays.await.expect("task"));
+    assert_eq!(g.inflight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_standing_queue_shortens_new_waits() {
+    let g = gate(1, 10);
+    let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let _first = waiter(&g, Normal, "first", &log); // deadline 5 s
+    settle().await;
+    // The queue has not emptied for longer than codel_interval (100 ms) ...
+    tokio::time::advance(Duration::from_millis(150)).await;
+    let start = Instant::now();
+    let r = g
+        .admit(Normal, 0, later(5_000))
+        .await
+        .expect_err("short wait");
+    // ... so a new waiter waits codel_target (50 ms), not 5 s.
+    assert_eq!(r.reason, Rejection::QueueTimeout);
+    assert_eq!(start.elapsed(), Duration::from_millis(50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn arrivals_that_cannot_be_served_in_time_are_shed_at_once() {
+    let g = gate(1, 100);
+    let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let _w: Vec<_> = (0..10).map(|_| waiter(&g, Normal, "w", &log)).collect();
+    settle().await;
+    // 10 completions a second measured: 10 waiters ahead means ~1 s of waiting.
+    g.window.completions.store(1, Relaxed);
+    g.end_window(Duration::from_millis(100));
+    assert!((g.drain_rate() - 10.0).abs() < 1e-9);
+    let start = Instant::now();
+    let r = g.admit(Normal, 0, later(500)).await.expect_err("shed");
+    assert_eq!(r.reason, Rejection::Shed);
+    assert_eq!(start.elapsed(), Duration::ZERO, "refused on arrival");
+    assert_eq!(
+        r.retry_after,
+        Duration::from_secs(2),
+        "(10 ahead + 1) / 10 per s, rounded up"
+    );
+    // A critical arrival has nobody ahead of it: it queues.
+    let crit = waiter(&g, Critical, "crit", &log);
+    settle().await;
+    assert_eq!(g.queued_by_priority()[Critical.index()], 1);
+    crit.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rising_limit_lets_waiters_in() {
+    let g = Gate::new(
+        ClassConfig {
+            adaptive: true,
+            ..class(1, 10)
+        },
+        Limiter::Fixed(1),
+    );
+    let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let _w = waiter(&g, Normal, "w", &log);
+    settle().await;
+    *g.limiter.lock().unwrap() = Limiter::Fixed(2);
+    g.end_window(Duration::from_millis(100));
+    settle().await;
+    assert_eq!(*log.lock().unwrap(), ["w"]);
+    assert_eq!(g.limit(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_concurrent_waiters_never_leak_slots() {
+    let g = gate(3, 50);
+    let mut tasks = vec![];
+    for i in 0..200u64 {
+        let g = g.clone();
+        let p = Priority::ALL[(i % 5) as usize];
+        tasks.push(tokio::spawn(async move {
+            if let Ok(permit) = g.admit(p, i % 7, later(400)).await {
+                tokio::time::sleep(Duration::from_millis(3 + i % 5)).await;
+                drop(permit);
+            }
+        }));
+        if i % 3 == 0 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        if i % 17 == 0 {
+            if let Some(t) = tasks.get(tasks.len() / 2) {
+                t.abort();
+            }
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    assert_eq!(g.inflight(), 0);
+    assert_eq!(g.queued_by_priority().iter().sum::<usize>(), 0);
+}
