@@ -552,3 +552,31 @@ fn load_reads_the_root_file() {
     let c = Config::load(&path, &env_of(&[("SLUICE_ADMIN_TOKEN", "t")])).unwrap();
     assert_eq!(c.routes.len(), root().routes.len());
 }
+
+#[test]
+fn admission_keys_parse_and_bad_ones_are_reported() {
+    let c = load(
+        "[classes.db]\nfair_key = \"header:authorization\"\ncodel_target_ms = 20\n\n[[routes]]\nname = \"r\"\nrate_limit_rps = 2.5\nrate_limit_key = \"client_ip\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let db = &c.classes[0];
+    assert_eq!(db.fair_key, KeySource::Header(http::HeaderName::from_static("authorization")));
+    assert_eq!(db.codel_target, Duration::from_millis(20));
+    assert_eq!(db.codel_interval, Duration::from_millis(100));
+    let rl = c.routes[0].rate_limit.clone().unwrap();
+    assert_eq!((rl.per_second, rl.burst, rl.key), (2.5, 3, KeySource::ClientIp));
+    assert!(c.routes[1].rate_limit.is_none(), "the default route has none");
+
+    let errs = errors(
+        "[classes.db]\nfair_key = \"cookie\"\n\n[[routes]]\nname = \"r\"\nrate_limit_rps = -1.0\n\n[[routes]]\nname = \"s\"\nrate_limit_burst = 3\n",
+        &no_env,
+    );
+    assert_eq!(
+        placed(&errs),
+        [
+            (Some(2), "classes.db.fair_key"),
+            (Some(6), "routes[0].rate_limit_rps"),
+            (Some(10), "routes[1].rate_limit_burst"),
+        ]
+    );
+}
