@@ -560,12 +560,21 @@ fn admission_keys_parse_and_bad_ones_are_reported() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let db = &c.classes[0];
-    assert_eq!(db.fair_key, KeySource::Header(http::HeaderName::from_static("authorization")));
+    assert_eq!(
+        db.fair_key,
+        KeySource::Header(http::HeaderName::from_static("authorization"))
+    );
     assert_eq!(db.codel_target, Duration::from_millis(20));
     assert_eq!(db.codel_interval, Duration::from_millis(100));
     let rl = c.routes[0].rate_limit.clone().unwrap();
-    assert_eq!((rl.per_second, rl.burst, rl.key), (2.5, 3, KeySource::ClientIp));
-    assert!(c.routes[1].rate_limit.is_none(), "the default route has none");
+    assert_eq!(
+        (rl.per_second, rl.burst, rl.key),
+        (2.5, 3, KeySource::ClientIp)
+    );
+    assert!(
+        c.routes[1].rate_limit.is_none(),
+        "the default route has none"
+    );
 
     let errs = errors(
         "[classes.db]\nfair_key = \"cookie\"\n\n[[routes]]\nname = \"r\"\nrate_limit_rps = -1.0\n\n[[routes]]\nname = \"s\"\nrate_limit_burst = 3\n",

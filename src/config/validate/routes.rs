@@ -226,11 +226,11 @@ fn rate_limit(
     p: &mut Problems<'_>,
 ) -> Option<RateLimitConfig> {
     let Some(rps) = rps else {
-        if burst.is_some() || key.is_some() {
-            p.at(
-                &at("rate_limit_rps"),
-                "rate_limit_burst/rate_limit_key need rate_limit_rps",
-            );
+        if burst.is_some() {
+            p.at(&at("rate_limit_burst"), "needs rate_limit_rps");
+        }
+        if key.is_some() {
+            p.at(&at("rate_limit_key"), "needs rate_limit_rps");
         }
         return None;
     };
