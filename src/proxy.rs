@@ -16,7 +16,7 @@ use crate::classify::Class;
 use crate::forward;
 use crate::metrics::Outcome;
 use crate::rejection::Refusal;
-use crate::upstream::{Pool, PooledBody, UpstreamError};
+use crate::upstream::{IdleTimeout, Pool, PooledBody, UpstreamError};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -82,6 +82,7 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
     .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     forward::request_head(&mut parts, peer.ip(), w.proto, &id);
+    let body = IdleTimeout::new(body, shared.config.upstream.body_idle_timeout);
     let up_req = Request::from_parts(parts, Either::Left(body));
 
     // The route's timeout runs from arrival: time spent queueing counts against it.

@@ -9,8 +9,10 @@
 
 mod body;
 pub mod health;
+mod idle;
 
-pub use body::{BodyIdleTimeout, PooledBody};
+pub use body::PooledBody;
+pub use idle::{BodyIdleTimeout, IdleTimeout};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -24,8 +26,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// What sluice sends upstream: the client's streamed body, or a body of its own.
-pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+/// What sluice sends upstream: the client's streamed body (failing if the client stalls
+/// longer than the body idle timeout), or a body of its own.
+pub type UpstreamBody = Either<IdleTimeout<Incoming>, Full<Bytes>>;
 
 /// Why a request could not get a response head from the app.
 #[derive(Debug, thiserror::Error)]

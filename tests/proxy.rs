@@ -418,3 +418,62 @@ async fn shutdown_drains_in_flight_requests() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn stalled_bodies_are_cut_after_the_body_idle_timeout() {
+    let app = TestUpstream::start().await;
+    let cfg = set(
+        &base_config(app.addr()),
+        "upstream",
+        "body_idle_timeout_ms",
+        "300",
+    );
+    let sluice = start(&cfg).await;
+
+    // The app stalls mid-response: the client gets the head and the first bytes, then
+    // the stream ends with an error instead of hanging forever.
+    let mut client = Http1Client::connect(sluice.addr).await.expect("connect");
+    let resp = client
+        .send(
+            Request::get("/stall-body")
+                .body(Full::new(Bytes::new()))
+                .expect("req"),
+        )
+        .await
+        .expect("head arrives");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+        .await
+        .expect("the stalled body is cut, not left hanging");
+    assert!(
+        body.is_err(),
+        "a truncated body is an error, never a silent short read"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+
+    // The client stalls mid-upload: the app's request is aborted and the client told.
+    let mut stream = tokio::net::TcpStream::connect(sluice.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\npartial")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "sluice ends the exchange instead of waiting for the client forever"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "cut by the 300 ms body idle timeout, not the 3 s request timeout: {:?}",
+        started.elapsed()
+    );
+    if let Some((status, _, _)) = parse_response_head(&buf) {
+        assert!(status >= 500, "got {status}");
+    }
+    sluice.shutdown().await;
+}

@@ -1,34 +1,25 @@
 //! The upstream response body as streamed to the client: frames pass through as they
 //! arrive (nothing is buffered whole), a stall longer than the body idle timeout ends the
-//! stream with an error, and a cleanly finished body returns its connection to the pool.
+//! stream with an error, and a cleanly finished body returns its connection to the pool
+//! and frees its admission slot.
 
+use super::idle::IdleTimeout;
 use super::{Pool, UpstreamBody};
 use crate::admission::Permit;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
-
-/// The response body stalled for longer than `body_idle_timeout_ms`.
-#[derive(Debug, thiserror::Error)]
-#[error("upstream response body idle for longer than {0:?}")]
-pub struct BodyIdleTimeout(pub Duration);
 
 pin_project_lite::pin_project! {
     /// An upstream response body tied to its pooled connection.
     pub struct PooledBody {
         #[pin]
-        inner: Incoming,
-        #[pin]
-        idle: Sleep,
-        last_activity: Instant,
-        timeout: Duration,
+        inner: IdleTimeout<Incoming>,
         conn: Option<(Arc<Pool>, SendRequest<UpstreamBody>)>,
         // The admission slot this response occupies, freed when the body ends.
         permit: Option<Permit>,
@@ -55,13 +46,9 @@ impl PooledBody {
         conn: Option<(Arc<Pool>, SendRequest<UpstreamBody>)>,
         timeout: Duration,
     ) -> PooledBody {
-        let now = Instant::now();
         let done = inner.is_end_stream();
         let mut body = PooledBody {
-            inner,
-            idle: tokio::time::sleep_until(now + timeout),
-            last_activity: now,
-            timeout,
+            inner: IdleTimeout::new(inner, timeout),
             conn,
             permit: None,
         };
@@ -88,38 +75,24 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
-        match this.inner.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                *this.last_activity = Instant::now();
-                if this.inner.is_end_stream() {
-                    release(this.conn);
-                    this.permit.take();
-                }
-                Poll::Ready(Some(Ok(frame)))
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+                release(this.conn);
+                this.permit.take();
             }
             Poll::Ready(None) => {
                 release(this.conn);
                 this.permit.take();
-                Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => {
+            Poll::Ready(Some(Err(_))) => {
+                // A broken or stalled body: the connection is not reusable.
                 this.conn.take();
                 this.permit.take();
-                Poll::Ready(Some(Err(e.into())))
             }
-            Poll::Pending => loop {
-                // The timer is re-armed lazily: only when it fires do we look at the
-                // last activity, so a busy stream costs no timer work per frame.
-                ready!(this.idle.as_mut().poll(cx));
-                let deadline = *this.last_activity + *this.timeout;
-                if Instant::now() >= deadline {
-                    this.conn.take();
-                    this.permit.take();
-                    return Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(*this.timeout)))));
-                }
-                this.idle.as_mut().reset(deadline);
-            },
+            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -251,6 +251,13 @@ async fn handle(
             serde_json::json!({ "delayed_ms": ms }),
         ));
     }
+    if path == "/stall-body" {
+        // Promises 1 MiB, sends 1 KiB, then goes quiet.
+        let mut resp = Response::new(PatternBody::stalling(1 << 20, 1024).boxed());
+        resp.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(1u64 << 20));
+        return Ok(resp);
+    }
     if let Some(n) = path.strip_prefix("/bytes/") {
         let n: u64 = n.parse().unwrap_or(0);
         let mut resp = Response::new(PatternBody::new(n).boxed());
@@ -349,12 +356,26 @@ fn websocket(req: &mut Request<Incoming>) -> Response<RespBody> {
 pub struct PatternBody {
     offset: u64,
     len: u64,
+    stall_at: u64,
 }
 
 #[allow(dead_code)]
 impl PatternBody {
     pub fn new(len: u64) -> PatternBody {
-        PatternBody { offset: 0, len }
+        PatternBody {
+            offset: 0,
+            len,
+            stall_at: len,
+        }
+    }
+
+    /// Sends `sent` of `len` bytes, then stalls forever (never ends, never errors).
+    pub fn stalling(len: u64, sent: u64) -> PatternBody {
+        PatternBody {
+            offset: 0,
+            len,
+            stall_at: sent.min(len),
+        }
     }
 }
 
@@ -370,7 +391,10 @@ impl Body for PatternBody {
         if remaining == 0 {
             return Poll::Ready(None);
         }
-        let n = remaining.min(CHUNK as u64) as usize;
+        if self.offset >= self.stall_at {
+            return Poll::Pending;
+        }
+        let n = remaining.min(CHUNK as u64).min(self.stall_at - self.offset) as usize;
         let start = self.offset;
         let mut chunk = BytesMut::with_capacity(n);
         chunk.extend((0..n as u64).map(|i| pattern_byte(start + i)));
