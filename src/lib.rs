@@ -3,6 +3,7 @@
 //!
 //! The request path reads top to bottom in [`proxy`]; [`app`] builds and owns every part.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod classify;
