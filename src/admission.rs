@@ -34,7 +34,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// How often the adaptive limits are re-evaluated.
+/// How often the controller looks at each class; a class's measurement window closes at
+/// such a tick once it holds enough completions (see [`gate`]).
 pub const WINDOW: Duration = Duration::from_millis(100);
 /// Most per-key rate-limit buckets kept per route.
 const MAX_RATE_KEYS: usize = 100_000;
@@ -187,23 +188,18 @@ impl Admission {
         }
     }
 
-    /// The controller: closes a window on every gate each [`WINDOW`] until shutdown.
+    /// The controller: offers every gate a window close each [`WINDOW`] until shutdown.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(WINDOW);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = Instant::now();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = crate::listener::stopped(&mut shutdown) => return,
             }
             let now = Instant::now();
-            let window = now
-                .saturating_duration_since(last)
-                .max(Duration::from_millis(1));
-            last = now;
             for g in &self.gates {
-                g.end_window(window);
+                g.end_window(now);
             }
         }
     }

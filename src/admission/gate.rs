@@ -27,6 +27,17 @@ use tokio::time::Instant;
 
 type Grant = Result<Permit, Rejection>;
 
+/// The limiter and the start of its current measurement window.
+struct Control {
+    limiter: Limiter,
+    window_started: Instant,
+}
+
+/// A window closes once it holds this many completions (fewer at small limits) ...
+const WINDOW_SAMPLES: u64 = 10;
+/// ... or once it is this old, however few it holds.
+const MAX_WINDOW: Duration = Duration::from_secs(1);
+
 struct State {
     queue: PriorityQueue<oneshot::Sender<Grant>>,
     /// When the queue last went from empty to non-empty (None while empty).
@@ -57,7 +68,7 @@ pub struct Gate {
     limit: AtomicUsize,
     queued: AtomicUsize,
     state: Mutex<State>,
-    limiter: Mutex<Limiter>,
+    limiter: Mutex<Control>,
     window: Window,
     /// Completions a second, smoothed (f64 bits).
     drain_rate: AtomicU64,
@@ -75,7 +86,10 @@ impl Gate {
                 queue: PriorityQueue::new(config.queue_size),
                 nonempty_since: None,
             }),
-            limiter: Mutex::new(limiter),
+            limiter: Mutex::new(Control {
+                limiter,
+                window_started: Instant::now(),
+            }),
             window: Window {
                 rtt_min_us: AtomicU64::new(u64::MAX),
                 ..Window::default()
@@ -110,7 +124,10 @@ impl Gate {
     }
 
     pub fn baseline_rtt(&self) -> Option<Duration> {
-        self.limiter.lock().ok().and_then(|l| l.baseline_rtt())
+        self.limiter
+            .lock()
+            .ok()
+            .and_then(|c| c.limiter.baseline_rtt())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -328,10 +345,20 @@ impl Gate {
         }
     }
 
-    /// Closes the current window: feeds the limiter, updates the drain rate, and lets
-    /// waiters in if the limit rose. Called by the controller task.
-    pub fn end_window(self: &Arc<Self>, window: Duration) {
+    /// Closes the current measurement window if it holds enough completions (or is old
+    /// enough): feeds the limiter, updates the drain rate, and lets waiters in if the
+    /// limit rose. Called by the controller task every tick.
+    pub fn end_window(self: &Arc<Self>, now: Instant) {
+        let Ok(mut ctl) = self.limiter.lock() else {
+            return;
+        };
+        let window = now.saturating_duration_since(ctl.window_started);
         let w = &self.window;
+        let needed = WINDOW_SAMPLES.min(self.limit() as u64).max(1);
+        if w.samples.load(Relaxed) < needed && window < MAX_WINDOW {
+            return; // keep gathering: a thin window says little
+        }
+        ctl.window_started = now;
         let samples = w.samples.swap(0, Relaxed);
         let sum = w.rtt_sum_us.swap(0, Relaxed);
         let min = w.rtt_min_us.swap(u64::MAX, Relaxed);
@@ -346,20 +373,17 @@ impl Gate {
         let completions = w.completions.swap(0, Relaxed) as f64;
         let rate = completions / window.as_secs_f64().max(1e-3);
         let old = self.drain_rate();
-        // Smooth over ~5 windows; a stalled class decays toward zero.
+        // Smoothed over a few windows; a stalled class decays toward zero.
         let new = if old == 0.0 {
             rate
         } else {
-            old * 0.8 + rate * 0.2
+            old * 0.7 + rate * 0.3
         };
         self.drain_rate.store(new.to_bits(), Relaxed);
-        let limit = match self.limiter.lock() {
-            Ok(mut l) => l.update(&sample),
-            Err(_) => return,
-        };
+        let limit = ctl.limiter.update(&sample);
+        drop(ctl);
         let before = self.limit.swap(limit, SeqCst);
         if limit > before && self.queued.load(SeqCst) > 0 {
-            let now = Instant::now();
             let mut st = self.lock();
             let leftovers = self.dispatch(&mut st, now);
             drop(st);

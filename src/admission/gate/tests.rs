@@ -188,8 +188,8 @@ async fn arrivals_that_cannot_be_served_in_time_are_shed_at_once() {
     let _w: Vec<_> = (0..10).map(|_| waiter(&g, Normal, "w", &log)).collect();
     settle().await;
     // 10 completions a second measured: 10 waiters ahead means ~1 s of waiting.
-    g.window.completions.store(1, Relaxed);
-    g.end_window(Duration::from_millis(100));
+    g.window.completions.store(10, Relaxed);
+    g.end_window(Instant::now() + Duration::from_secs(1));
     assert!((g.drain_rate() - 10.0).abs() < 1e-9);
     let start = Instant::now();
     let r = g.admit(Normal, 0, later(500)).await.expect_err("shed");
@@ -220,8 +220,8 @@ async fn a_rising_limit_lets_waiters_in() {
     let log = Arc::new(StdMutex::new(vec![]));
     let _w = waiter(&g, Normal, "w", &log);
     settle().await;
-    *g.limiter.lock().unwrap() = Limiter::Fixed(2);
-    g.end_window(Duration::from_millis(100));
+    g.limiter.lock().unwrap().limiter = Limiter::Fixed(2);
+    g.end_window(Instant::now() + Duration::from_secs(1));
     settle().await;
     assert_eq!(*log.lock().unwrap(), ["w"]);
     assert_eq!(g.limit(), 2);
