@@ -19,7 +19,13 @@ fn help_lists_the_subcommands_and_their_flags() {
     }
     let out = bench().args(["load", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--stream", "--duration-s", "--max-connections", "--json"] {
+    for flag in [
+        "--stream",
+        "--duration-s",
+        "--max-connections",
+        "--json",
+        "--threads",
+    ] {
         assert!(text.contains(flag), "{text}");
     }
     let bad = bench()

@@ -13,6 +13,10 @@ use sluice::sim::load::{self, Arrivals, LoadPlan, Stream};
 #[derive(Parser, Debug)]
 #[command(name = "sluice-bench", version, about = "Benchmark tools for sluice")]
 struct Cli {
+    /// Runtime worker threads (default: one per core). On a small machine shared with
+    /// the proxy and the app, fewer threads mean fewer scheduler stalls.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
