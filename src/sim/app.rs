@@ -20,11 +20,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 
 use gate::Gate;
+
+/// Accept backlog asked for (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// How the simulated app answers requests other than its control endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,7 +196,16 @@ pub struct SimApp {
 impl SimApp {
     /// Bind `addr` (port 0 picks one) and serve on the current tokio runtime.
     pub async fn start(addr: SocketAddr, settings: SimSettings) -> std::io::Result<SimApp> {
-        let listener = TcpListener::bind(addr).await?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // Bursts of new connections from an open-loop client overflow tokio's default
+        // backlog of 1024, and each dropped SYN costs a 1 s retransmission.
+        let listener = socket.listen(LISTEN_BACKLOG)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             gate: Gate::new(settings.capacity),
