@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod priority;
 pub mod proxy;
 pub mod rejection;
+pub mod sim;
 pub mod system;
 pub mod upstream;
