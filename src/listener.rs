@@ -48,7 +48,9 @@ pub fn bind_reuseport(
         socket.set_nonblocking(true)?;
         socket.set_tcp_nodelay(true)?;
         socket.bind(&target.into())?;
-        socket.listen(1024)?;
+        // A deep backlog: a burst of new connections that overflows it costs each
+        // dropped SYN a 1 s retransmission (the kernel caps it at somaxconn).
+        socket.listen(4096)?;
         let listener: std::net::TcpListener = socket.into();
         target = listener.local_addr()?;
         out.push(listener);
@@ -95,10 +97,6 @@ pub async fn run(
     let mut conns = JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = crate::listener::stopped(&mut shutdown) => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(a) => a,
@@ -109,7 +107,14 @@ pub async fn run(
                     continue;
                 }
             },
-            _ = crate::listener::stopped(&mut shutdown) => break,
+            _ = stopped(&mut shutdown) => break,
+        };
+        // Accept first, then wait for a slot: a permit taken before accepting could sit
+        // on a worker whose socket gets no connection while another worker's waits.
+        // At the cap each worker holds at most one accepted, unserved connection.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
         let worker = worker.clone();
@@ -125,7 +130,7 @@ pub async fn run(
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
-                _ = crate::listener::stopped(&mut shutdown) => {
+                _ = stopped(&mut shutdown) => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
