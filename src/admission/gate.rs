@@ -381,6 +381,16 @@ impl Gate {
         };
         self.drain_rate.store(new.to_bits(), Relaxed);
         let limit = ctl.limiter.update(&sample);
+        tracing::debug!(
+            class = %self.config.name,
+            samples,
+            rtt_ms = sample.rtt_avg.as_secs_f64() * 1e3,
+            max_inflight = sample.max_inflight,
+            dropped = sample.dropped,
+            limit,
+            baseline_ms = ctl.limiter.baseline_rtt().map(|d| d.as_secs_f64() * 1e3),
+            "window closed"
+        );
         drop(ctl);
         let before = self.limit.swap(limit, SeqCst);
         if limit > before && self.queued.load(SeqCst) > 0 {
