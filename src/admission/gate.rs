@@ -72,6 +72,13 @@ pub struct Gate {
     window: Window,
     /// Completions a second, smoothed (f64 bits).
     drain_rate: AtomicU64,
+    /// The limiter's no-queue latency of the app, in microseconds (0: unknown).
+    baseline_us: AtomicU64,
+    /// Arrivals per priority since the last window close ...
+    arrivals: [AtomicU64; 5],
+    /// ... and a second, smoothed (f64 bits), for the share of the drain rate each
+    /// priority can count on while a queue stands.
+    arrival_rates: [AtomicU64; 5],
     pub stats: GateStats,
 }
 
@@ -95,6 +102,9 @@ impl Gate {
                 ..Window::default()
             },
             drain_rate: AtomicU64::new(0f64.to_bits()),
+            baseline_us: AtomicU64::new(0),
+            arrivals: Default::default(),
+            arrival_rates: Default::default(),
             stats: GateStats::default(),
             config,
         })
@@ -163,6 +173,7 @@ impl Gate {
         key: u64,
         deadline: Instant,
     ) -> Result<Permit, Refused> {
+        self.arrivals[priority.index()].fetch_add(1, Relaxed);
         if self.queued.load(SeqCst) == 0 && self.try_acquire() {
             self.stats.admitted(priority, Duration::ZERO);
             return Ok(Permit::new(self.clone()));
@@ -176,7 +187,7 @@ impl Gate {
                 self.stats.admitted(priority, Duration::ZERO);
                 return Ok(Permit::new(self.clone()));
             }
-            let deadline = self.effective_deadline(&st, now, deadline);
+            let deadline = self.effective_deadline(&st, priority, now, deadline);
             if let Some(refused) = self.predict(&st, priority, now, deadline) {
                 drop(st);
                 return Err(self.refuse(priority, refused));
@@ -242,27 +253,67 @@ impl Gate {
         }
     }
 
-    /// The deadline a waiter actually gets: shorter once the queue is standing.
-    fn effective_deadline(&self, st: &State, now: Instant, deadline: Instant) -> Instant {
-        match st.nonempty_since {
-            Some(since) if now.saturating_duration_since(since) >= self.config.codel_interval => {
-                deadline.min(now + self.config.codel_target)
-            }
-            _ => deadline,
+    fn standing(&self, st: &State, now: Instant) -> bool {
+        st.nonempty_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= self.config.codel_interval)
+    }
+
+    /// The deadline a waiter actually gets: shorter once the queue is standing, except
+    /// for critical waiters, who are first in line and only wait for the next free slot
+    /// (their own overload is caught by [`Gate::predict`] instead). The short wait is
+    /// `codel_target`, or one no-queue app latency if that is longer: asking a request
+    /// to wait less than one service time would refuse work a slot is about to take.
+    fn effective_deadline(
+        &self,
+        st: &State,
+        p: Priority,
+        now: Instant,
+        deadline: Instant,
+    ) -> Instant {
+        if p != Priority::Critical && self.standing(st, now) {
+            let baseline = Duration::from_micros(self.baseline_us.load(Relaxed));
+            deadline.min(now + self.config.codel_target.max(baseline))
+        } else {
+            deadline
         }
     }
 
-    /// Refuses at once a waiter the measured drain rate says cannot be served in time.
+    /// Arrivals a second at priority `p`, smoothed.
+    pub fn arrival_rate(&self, p: Priority) -> f64 {
+        f64::from_bits(self.arrival_rates[p.index()].load(Relaxed))
+    }
+
+    /// Completions a second that priority `p` can count on. While a queue stands, every
+    /// higher priority's arrivals are served first, so `p` gets what they leave.
+    fn rate_for(&self, st: &State, p: Priority, now: Instant) -> f64 {
+        let drain = self.drain_rate();
+        if !self.standing(st, now) {
+            return drain;
+        }
+        let above: f64 = Priority::ALL
+            .iter()
+            .filter(|&&q| q > p)
+            .map(|&q| self.arrival_rate(q))
+            .sum();
+        drain - above
+    }
+
+    /// Refuses at once a waiter that, at the rate left for its priority, cannot be
+    /// served before its deadline: a refusal in microseconds instead of a timeout later.
     fn predict(&self, st: &State, p: Priority, now: Instant, deadline: Instant) -> Option<Refused> {
-        let rate = self.drain_rate();
-        if rate <= 0.0 || st.queue.is_empty() {
+        if self.drain_rate() <= 0.0 || st.queue.is_empty() {
             return None;
         }
-        let ahead = st.queue.ahead_of(p) as f64;
-        let wait = Duration::from_secs_f64(ahead / rate);
-        (now + wait > deadline).then(|| Refused {
+        let ahead = st.queue.ahead_of(p);
+        let rate = self.rate_for(st, p, now);
+        let wait = if rate > 0.0 {
+            Duration::from_secs_f64(((ahead + 1) as f64 / rate).min(3600.0))
+        } else {
+            Duration::MAX
+        };
+        (wait == Duration::MAX || now + wait > deadline).then(|| Refused {
             reason: Rejection::Shed,
-            retry_after: self.retry_after(st.queue.ahead_of(p)),
+            retry_after: self.retry_after(ahead),
         })
     }
 
@@ -380,7 +431,18 @@ impl Gate {
             old * 0.7 + rate * 0.3
         };
         self.drain_rate.store(new.to_bits(), Relaxed);
+        let secs = window.as_secs_f64().max(1e-3);
+        for (count, smoothed) in self.arrivals.iter().zip(&self.arrival_rates) {
+            let rate = count.swap(0, Relaxed) as f64 / secs;
+            let old = f64::from_bits(smoothed.load(Relaxed));
+            smoothed.store((old * 0.7 + rate * 0.3).to_bits(), Relaxed);
+        }
         let limit = ctl.limiter.update(&sample);
+        let baseline = ctl.limiter.baseline_rtt().unwrap_or_default();
+        self.baseline_us.store(
+            u64::try_from(baseline.as_micros()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
         tracing::debug!(
             class = %self.config.name,
             samples,

@@ -9,7 +9,10 @@
 //! - **Baseline**: the app's mean latency with no queue. Learned from the first usable
 //!   window, then only lowered by faster windows. It never rises on its own, so sustained
 //!   overload (every window queued) cannot drag it up, the failure of long-term averages.
-//! - **Slow start**: from `min`, double while latency stays within 1.25× the baseline.
+//! - **Slow start**: from `min`, double while latency stays within 1.25× the baseline and
+//!   throughput keeps up with the limit (Little's law): on the cold start, a window whose
+//!   throughput stalled sets the limit to the concurrency it measured (× 1.1), one
+//!   doubling earlier than latency alone would (latency lags a window).
 //! - **Gradient**: `limit × clamp(1.1 × baseline / rtt_avg, 0.5, 1) + max(1, √limit / 2)`.
 //!   With a queue, latency is `T × inflight / C`, so `limit × baseline / rtt` is the app's
 //!   capacity `C` (Little's law; 1.1 absorbs noise). The last term is a small standing
@@ -73,6 +76,11 @@ const APP_LIMITED_FRACTION: f64 = 0.5;
 /// Slow start ends at the first window slower than baseline × this. 1.25 sits above
 /// window-average noise (±5–10 %) but below the 1.5–2× a doubling past capacity causes.
 const SLOW_START_EXIT: f64 = 1.25;
+/// Slow start also ends when a window's concurrency by Little's law (throughput ×
+/// latency) fell below this share of the limit in force. A doubling ramp that still fits
+/// shows ≈ 0.75–0.8 (admissions spread over the window); a doubling past capacity shows
+/// ≈ 0.6 or less, because the app's throughput stops growing at once.
+const SLOW_START_SATURATED: f64 = 0.7;
 /// Latency up to baseline × this is not treated as queueing. The baseline follows the
 /// lower envelope of window averages, so it sits a few per cent under the true mean
 /// (≈ 5 % in the simulation); without this allowance the limit would settle that much
@@ -139,6 +147,8 @@ pub struct GradientLimit {
     /// No-queue mean latency in seconds, once learned.
     baseline: Option<f64>,
     slow_start: bool,
+    /// The first slow start, from `min` (not a restart after a re-base).
+    cold: bool,
     /// `(concurrency, rtt_avg seconds)` of the current streak of elevated windows.
     elevated: Vec<(f64, f64)>,
     /// Limit-bound windows in a row with latency above baseline × [`TOLERANCE`].
@@ -159,6 +169,7 @@ impl GradientLimit {
             limit: min,
             baseline: None,
             slow_start: true,
+            cold: true,
             elevated: Vec::with_capacity(HISTORY),
             unconfirmed: 0,
             probe: None,
@@ -248,10 +259,25 @@ impl GradientLimit {
         // Never grow past twice what the window actually had in flight.
         let ceiling = self.limit.max(2.0 * sample.max_inflight as f64);
         if self.slow_start {
-            if ratio <= SLOW_START_EXIT {
+            // Latency lags a doubling by a window; throughput does not. A window that ran
+            // far less concurrency (by Little's law) than the limit allowed found the
+            // app's capacity: on the cold start, set the limit there instead of one
+            // doubling (and one window of the app's queue) later. A restart after a
+            // re-base keeps the latency test alone: it starts near capacity anyway.
+            let concurrency = concurrency(sample, self.limit);
+            let saturated = self.cold
+                && sample.samples >= MIN_SAMPLES
+                && sample.window > Duration::ZERO
+                && concurrency < self.limit * SLOW_START_SATURATED;
+            if ratio <= SLOW_START_EXIT && !saturated {
                 return self.set((self.limit * 2.0).min(ceiling));
             }
             self.slow_start = false;
+            self.cold = false;
+            if saturated {
+                // The app's capacity, as measured, plus the usual tolerance.
+                return self.set(concurrency * TOLERANCE);
+            }
         }
 
         self.unconfirmed = if ratio <= TOLERANCE {

@@ -199,6 +199,7 @@ fn classes(shared: &Shared, snap: &StatsSnapshot) -> Value {
                 "queued_total": queued.iter().sum::<usize>(),
                 "queue_size": cfg.queue_size,
                 "drain_rate_per_second": gate.drain_rate(),
+                "arrival_rate_per_second": per_priority(|p| json!(gate.arrival_rate(p))),
                 "admitted": per_priority(|p| json!(gate.stats.admitted_count(p))),
                 "queue_wait_ms": per_priority(|p| {
                     let w = &waits[p.index()];

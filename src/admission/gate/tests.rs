@@ -255,3 +255,56 @@ async fn many_concurrent_waiters_never_leak_slots() {
     assert_eq!(g.inflight(), 0);
     assert_eq!(g.queued_by_priority().iter().sum::<usize>(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn critical_waiters_keep_their_full_deadline_in_a_standing_queue() {
+    let g = gate(1, 10);
+    let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let _first = waiter(&g, Normal, "first", &log);
+    settle().await;
+    tokio::time::advance(Duration::from_millis(150)).await; // standing now
+    let start = Instant::now();
+    let r = g
+        .admit(Critical, 0, later(400))
+        .await
+        .expect_err("times out");
+    assert_eq!(r.reason, Rejection::QueueTimeout);
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(400),
+        "not cut to codel_target"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_a_standing_queue_a_priority_gets_only_what_higher_ones_leave() {
+    let g = gate(1, 100);
+    let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let _w = waiter(&g, High, "w", &log);
+    settle().await;
+    // 100 completions a second, and critical alone arrives at 100 a second.
+    for _ in 0..20 {
+        g.arrivals[Critical.index()].store(10, Relaxed);
+        g.window.completions.store(10, Relaxed);
+        g.window.samples.store(10, Relaxed);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        g.end_window(Instant::now());
+    }
+    assert!(
+        g.arrival_rate(Critical) > 95.0,
+        "{}",
+        g.arrival_rate(Critical)
+    );
+    // Standing queue, and critical takes the whole drain rate: normal is refused on arrival.
+    let start = Instant::now();
+    let r = g.admit(Normal, 0, later(5_000)).await.expect_err("shed");
+    assert_eq!(r.reason, Rejection::Shed);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // Critical itself still queues.
+    let crit = waiter(&g, Critical, "crit", &log);
+    settle().await;
+    assert_eq!(g.queued_by_priority()[Critical.index()], 1);
+    crit.abort();
+}
