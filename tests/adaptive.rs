@@ -1,0 +1,128 @@
+//! End-to-end: the adaptive limit finds the app's capacity, follows a cut to a third and
+//! a recovery, with no configuration change. A simulated app with a real FIFO of its
+//! own, an open-loop load at about twice the initial capacity, sluice in between.
+
+mod common;
+
+use common::harness::start;
+use common::Http1Client;
+use sluice::sim::app::{ControlUpdate, Mode, SimApp, SimSettings};
+use sluice::sim::load::{self, Arrivals, LoadPlan, Stream};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn config(app: SocketAddr) -> String {
+    format!(
+        r#"
+[listener]
+addr = "127.0.0.1:0"
+workers = 1
+[observability]
+addr = ""
+[upstream]
+addr = "{app}"
+request_timeout_ms = 10000
+[health]
+path = ""
+[classes.db]
+max_concurrent = 200
+min_concurrent = 2
+adaptive = true
+queue_size = 400
+queue_timeout_ms = 5000
+[default_route]
+class = "db"
+priority = "normal"
+"#
+    )
+}
+
+async fn limit(addr: SocketAddr) -> u64 {
+    let (_, _, body) = Http1Client::get(addr, "/api/v1/performance/concurrency", &[]).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    v["classes"]["db"]["limit"]["current"].as_u64().unwrap_or(0)
+}
+
+/// Polls the limit for `span`, returning what it read in the last third.
+async fn settle(addr: SocketAddr, span: Duration) -> Vec<u64> {
+    let step = Duration::from_millis(200);
+    let n = (span.as_millis() / step.as_millis()) as usize;
+    let mut seen = Vec::new();
+    for i in 0..n {
+        tokio::time::sleep(step).await;
+        let l = limit(addr).await;
+        if i >= n * 2 / 3 {
+            seen.push(l);
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_finds_capacity_follows_a_cut_and_recovers_without_config() {
+    let settings = SimSettings {
+        capacity: 24,
+        service_time: Duration::from_millis(100),
+        mode: Mode::Normal,
+        queue_limit: 0,
+    };
+    let app = SimApp::start("127.0.0.1:0".parse().expect("addr"), settings)
+        .await
+        .expect("sim app");
+    let sluice = start(&config(app.addr())).await;
+    // 400 a second against 240 a second of capacity, for the whole test.
+    let plan = LoadPlan {
+        target: sluice.addr,
+        streams: vec![Stream {
+            name: "all".into(),
+            rate_per_sec: 400.0,
+            method: http::Method::GET,
+            path: "/api/x".into(),
+            headers: vec![],
+        }],
+        duration: Duration::from_secs(13),
+        max_connections: 1000,
+        timeout: Duration::from_secs(10),
+        arrivals: Arrivals::Even,
+    };
+    let load = tokio::spawn(load::run(plan));
+
+    let found = settle(sluice.addr, Duration::from_secs(4)).await;
+    assert!(
+        found.iter().all(|&l| (20..=40).contains(&l)),
+        "capacity 24: limit {found:?}"
+    );
+
+    app.control(&ControlUpdate {
+        capacity: Some(8),
+        ..Default::default()
+    });
+    let cut = settle(sluice.addr, Duration::from_secs(4)).await;
+    assert!(
+        cut.iter().all(|&l| (5..=14).contains(&l)),
+        "capacity cut to 8: limit {cut:?}"
+    );
+
+    app.control(&ControlUpdate {
+        capacity: Some(24),
+        ..Default::default()
+    });
+    let back = settle(sluice.addr, Duration::from_secs(4)).await;
+    assert!(
+        back.iter().all(|&l| (18..=40).contains(&l)),
+        "capacity back to 24: limit {back:?}"
+    );
+
+    let report = load.await.expect("load task").expect("load plan");
+    let stats = app.stats();
+    assert!(
+        stats.max_queued <= 40,
+        "the app's own queue stayed short: {}",
+        stats.max_queued
+    );
+    eprintln!(
+        "found {found:?} cut {cut:?} back {back:?}\n{}",
+        report.table()
+    );
+    sluice.shutdown().await;
+}
