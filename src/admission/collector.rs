@@ -1,11 +1,10 @@
 //! Renders admission state as Prometheus metric families at scrape time.
 
 use super::{Admission, Rejection};
-use crate::metrics::collector::{family, labels};
-use crate::metrics::HistogramSnapshot;
+use crate::metrics::collector::{family, histogram, labels};
 use crate::priority::Priority;
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Bucket, Counter, Gauge, Histogram, Metric, MetricFamily, MetricType};
+use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
 use std::sync::Arc;
 
 const FAMILIES: [(&str, &str, &[&str]); 4] = [
@@ -57,29 +56,6 @@ fn gauge(l: &[(&str, &str)], v: f64) -> Metric {
     m
 }
 
-fn histogram(l: &[(&str, &str)], s: &HistogramSnapshot) -> Metric {
-    let mut cumulative = 0;
-    let buckets = s
-        .bounds
-        .iter()
-        .zip(&s.counts)
-        .map(|(&bound, &n)| {
-            cumulative += n;
-            let mut b = Bucket::default();
-            b.set_upper_bound(bound);
-            b.set_cumulative_count(cumulative);
-            b
-        })
-        .collect();
-    let mut h = Histogram::default();
-    h.set_bucket(buckets);
-    h.set_sample_count(s.count());
-    h.set_sample_sum(s.sum_seconds);
-    let mut m = Metric::from_label(labels(l));
-    m.set_histogram(h);
-    m
-}
-
 impl Collector for AdmissionCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
@@ -94,7 +70,8 @@ impl Collector for AdmissionCollector {
             for p in Priority::ALL {
                 let l = [("class", class), ("priority", p.as_str())];
                 depth.push(gauge(&l, queued[p.index()] as f64));
-                waits.push(histogram(&l, &g.stats.waits[p.index()].snapshot()));
+                let w = g.stats.waits[p.index()].snapshot();
+                waits.push(histogram(&l, w.bounds, &w.counts, w.sum_seconds));
                 for r in Rejection::ALL {
                     let mut c = Counter::default();
                     c.set_value(g.stats.rejected_count(p, r) as f64);

@@ -57,6 +57,29 @@ pub(crate) fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
         .collect()
 }
 
+/// A histogram sample from per-bucket (not cumulative) counts; the last count is +Inf.
+pub(crate) fn histogram(l: &[(&str, &str)], bounds: &[f64], counts: &[u64], sum: f64) -> Metric {
+    let mut cumulative = 0u64;
+    let buckets = bounds
+        .iter()
+        .zip(counts)
+        .map(|(&bound, &n)| {
+            cumulative += n;
+            let mut b = Bucket::default();
+            b.set_upper_bound(bound);
+            b.set_cumulative_count(cumulative);
+            b
+        })
+        .collect();
+    let mut h = Histogram::default();
+    h.set_bucket(buckets);
+    h.set_sample_count(counts.iter().sum());
+    h.set_sample_sum(sum);
+    let mut m = Metric::from_label(labels(l));
+    m.set_histogram(h);
+    m
+}
+
 pub(crate) fn family(
     name: &str,
     help: &str,
@@ -95,25 +118,12 @@ impl Collector for RequestCollector {
                 m.set_counter(counter);
                 requests.push(m);
             }
-            let mut cumulative = 0u64;
-            let buckets = DURATION_BUCKETS
-                .iter()
-                .zip(rs.buckets.iter())
-                .map(|(&bound, &n)| {
-                    cumulative += n;
-                    let mut b = Bucket::default();
-                    b.set_upper_bound(bound);
-                    b.set_cumulative_count(cumulative);
-                    b
-                })
-                .collect();
-            let mut h = Histogram::default();
-            h.set_bucket(buckets);
-            h.set_sample_count(rs.total());
-            h.set_sample_sum(rs.sum_seconds);
-            let mut m = Metric::from_label(labels(&[("route", &labels_of.name), ("class", class)]));
-            m.set_histogram(h);
-            durations.push(m);
+            durations.push(histogram(
+                &[("route", &labels_of.name), ("class", class)],
+                &DURATION_BUCKETS,
+                &rs.buckets,
+                rs.sum_seconds,
+            ));
         }
         let inflight = snap
             .classes
