@@ -1,6 +1,6 @@
 //! The `sluice` command: parse arguments, load the config, run until a signal.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sluice::config::{Config, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +17,25 @@ struct Cli {
     /// problem with its line number, and exit: 0 when valid, 2 when not.
     #[arg(long, value_name = "PATH", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show admission control at work: a simulated app driven at twice its capacity
+    /// with four priorities, directly and then through sluice (loopback only).
+    Demo {
+        /// Seconds of load in each of the two runs.
+        #[arg(long, default_value_t = 10.0)]
+        duration_s: f64,
+        /// Requests the simulated app serves at once.
+        #[arg(long, default_value_t = 20)]
+        capacity: usize,
+        /// Service time of each request, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        service_ms: u64,
+    },
 }
 
 fn env(name: &str) -> Option<String> {
@@ -25,6 +44,14 @@ fn env(name: &str) -> Option<String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Demo {
+        duration_s,
+        capacity,
+        service_ms,
+    }) = cli.command
+    {
+        return demo(duration_s, capacity, service_ms);
+    }
     if let Some(path) = cli.check_config {
         return match Config::load(&path, &env) {
             Ok(_) => {
@@ -111,5 +138,39 @@ fn init_logging(config: &Config) {
     match config.observability.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+fn demo(duration_s: f64, capacity: usize, service_ms: u64) -> ExitCode {
+    let Ok(duration) = std::time::Duration::try_from_secs_f64(duration_s) else {
+        eprintln!("sluice demo: --duration-s {duration_s}: not a duration");
+        return ExitCode::from(2);
+    };
+    let settings = sluice::demo::DemoSettings {
+        duration,
+        capacity,
+        service_time: std::time::Duration::from_millis(service_ms),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice demo: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout();
+    match runtime.block_on(sluice::demo::run(&settings, &mut out)) {
+        Ok(table) => {
+            println!("\n{table}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice demo: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

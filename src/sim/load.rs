@@ -30,6 +30,9 @@ use request::{Done, Lease, Pool, Template};
 /// Capacity of the schedule channel; sends beyond it count as `client_saturated`.
 const SCHEDULE_BACKLOG: usize = 16_384;
 
+/// How often [`run_observed`] reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// Time allowed past `duration + timeout` for outstanding work to finish being counted.
 const GRACE: Duration = Duration::from_millis(500);
 
@@ -89,6 +92,15 @@ pub enum PlanError {
 /// Run `plan` to the end and report what happened. Uses the current tokio runtime plus
 /// one OS thread for the schedule (see `schedule.rs` for why).
 pub async fn run(plan: LoadPlan) -> Result<LoadReport, PlanError> {
+    run_observed(plan, |_, _| {}).await
+}
+
+/// Like [`run`], and calls `observe` about once a second with the time since the start
+/// and the reports so far (answered sends only), for live progress.
+pub async fn run_observed(
+    plan: LoadPlan,
+    mut observe: impl FnMut(Duration, &[StreamReport]),
+) -> Result<LoadReport, PlanError> {
     if plan.max_connections == 0 {
         return Err(PlanError::NoConnections);
     }
@@ -131,8 +143,11 @@ pub async fn run(plan: LoadPlan) -> Result<LoadReport, PlanError> {
     let cut_off = start + plan.duration + plan.timeout + GRACE;
     let mut scheduling = true;
     let mut last = start;
+    let mut progress = tokio::time::interval_at(start + PROGRESS_EVERY, PROGRESS_EVERY);
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while scheduling || !tasks.is_empty() {
         tokio::select! {
+            _ = progress.tick() => observe(start.elapsed(), &reports),
             tick = ticks.recv(), if scheduling => {
                 let Some(tick) = tick else {
                     scheduling = false;

@@ -1,0 +1,236 @@
+"""The four benchmark scenarios of bench/run.sh. Each returns a Markdown section and
+leaves its raw reports in the output folder. Targets alternate run by run; every run
+starts a fresh app and a fresh proxy, so no run inherits another's queue or limit."""
+
+import json
+import os
+import subprocess
+import time
+
+import harness
+import idle_conns
+from summary import (OVERLOAD_HEADERS, fmt, goodput, overload_rows, per_second,
+                     recovery_s, series_p99_ms, stream, success_p, table)
+
+PEERS = ["direct", "haproxy-prio", "sluice"]
+CAPACITY_RPS = 20 / 0.050
+
+
+class Ctx:
+    def __init__(self, procs, out, quick):
+        self.procs, self.out, self.quick = procs, out, quick
+        self.unloaded_p99 = {}
+        self.sluice_notes = {}
+
+    def path(self, name):
+        return os.path.join(self.out, name)
+
+    def save_json(self, name, data):
+        with open(self.path(name), "w") as f:
+            json.dump(data, f, indent=1)
+
+    def run(self, target, fn, label, **app):
+        """Fresh app (+ proxy) for one run; stop both afterwards. Against sluice, its
+        adaptive limit is sampled and summarised in `self.sluice_notes[label]`."""
+        p = self.procs
+        app_proc = p.app(**app)
+        proxy = None
+        try:
+            port, proxy = p.target(target)
+            time.sleep(0.3)
+            sampler = harness.SluiceSampler(p.sluice_obs_port) if target == "sluice" else None
+            result = fn(port)
+            if sampler is not None:
+                self.sluice_notes[label] = sampler.finish(self.path(f"sluice-state-{label}.json"))
+            return result
+        finally:
+            if proxy is not None:
+                p.stop(proxy)
+            p.stop(app_proc)
+
+
+def passthrough(ctx):
+    p, quick = ctx.procs, ctx.quick
+    rounds, dur = (1, 2) if quick else (3, 10)
+    # 10,000 asked for; HAProxy cannot hold more than 9,990 under a 20,000-descriptor
+    # limit (see harness.py), so both proxies get the same 9,900.
+    n_idle = 1000 if quick else 9900
+    app = p.app(mode="fast")
+    hap = p.haproxy()
+    slu = p.sluice()
+    time.sleep(0.5)
+    rss = {"sluice": {"start": harness.rss_kib(slu.pid)},
+           "haproxy": {"start": harness.rss_kib(hap.pid)}}
+    ports = {"direct": p.app_port, "haproxy": p.haproxy_port, "sluice": p.sluice_port}
+    results = {t: [] for t in ports}
+    for _ in range(rounds):
+        for t, port in ports.items():
+            results[t].append(p.wrk(port, dur))
+    for name, proc in (("sluice", slu), ("haproxy", hap)):
+        rss[name]["after_load"] = harness.rss_kib(proc.pid)
+    for name, proc, port in (("sluice", slu, p.sluice_port), ("haproxy", hap, p.haproxy_port)):
+        socks, failed = idle_conns.open_idle(port, n_idle)
+        time.sleep(1.0)
+        rss[name]["held"] = len(socks)
+        rss[name]["failed"] = failed
+        rss[name]["with_idle"] = harness.rss_kib(proc.pid)
+        idle_conns.close_all(socks)
+        time.sleep(2.0)
+        rss[name]["after_close"] = harness.rss_kib(proc.pid)
+    for proc in (slu, hap, app):
+        p.stop(proc)
+
+    def median(t, k):
+        vals = sorted(r[k] for r in results[t])
+        return vals[len(vals) // 2]
+
+    rows = []
+    for t in ports:
+        rps, p50, p99 = median(t, "rps"), median(t, "p50_ms"), median(t, "p99_ms")
+        rows.append([t, rps, p50, p99, rps / median("haproxy", "rps"), rps / median("direct", "rps"),
+                     ", ".join(f"{r['rps']:.0f}" for r in results[t]),
+                     ", ".join(f"{r['p99_ms']:.2f}" for r in results[t]),
+                     sum(r["non_2xx"] for r in results[t])])
+    md = (f"## 1. Pass-through overhead\n\nApp in `fast` mode; `wrk -t1 -c64 -d{dur}s`, "
+          f"{rounds} round(s), targets interleaved. Medians, then every round.\n\n")
+    md += table(["target", "req/s", "p50 ms", "p99 ms", "× haproxy", "× direct",
+                 "req/s by round", "p99 ms by round", "non-2xx"], rows)
+    md += "\nAdded p99 over direct (median): " + ", ".join(
+        f"{t} {median(t, 'p99_ms') - median('direct', 'p99_ms'):+.2f} ms"
+        for t in ("haproxy", "sluice")) + "\n\n"
+    md += (f"Memory (VmRSS, MiB), {n_idle} idle keep-alive connections each having sent "
+           "one request:\n\n")
+    md += table(["proxy", "at start", "after load", f"with {n_idle} idle", "per conn KB",
+                 "after close", "held/failed"],
+                [[n, r["start"] / 1024, r["after_load"] / 1024, r["with_idle"] / 1024,
+                  (r["with_idle"] - r["after_load"]) / max(r["held"], 1),
+                  r["after_close"] / 1024, f"{r['held']}/{r['failed']}"] for n, r in rss.items()])
+    ctx.save_json("passthrough.json", {"wrk": results, "rss_kib": rss})
+    return md
+
+
+def overload(ctx):
+    dur_u, dur_o, tmo = (3, 5, 3) if ctx.quick else (10, 20, 10)
+    skip = 1 if ctx.quick else 2
+    unloaded, over = [], []
+    for t in PEERS:
+        rep = ctx.run(t, lambda port: ctx.procs.load(port, 50, dur_u, ctx.path(f"unloaded-{t}.json"), tmo), "unloaded")
+        c = stream(rep, "critical")
+        ctx.unloaded_p99[t] = success_p(c, "p99")
+        unloaded.append([t, success_p(c, "p50"), success_p(c, "p99"),
+                         100.0 * c["successes"] / max(c["sent"], 1)])
+    gp_rows = []
+    for t in PEERS:
+        rep = ctx.run(t, lambda port: ctx.procs.load(port, 200, dur_o, ctx.path(f"overload-{t}.json"), tmo), "overload")
+        rows, gp, pct = overload_rows(t, rep, CAPACITY_RPS, skip, dur_o - 1)
+        over += rows
+        c = stream(rep, "critical")
+        bound = 2 * (ctx.unloaded_p99[t] or 0)
+        p99 = success_p(c, "p99")
+        gp_rows.append([t, gp, pct, p99, bound, "yes" if p99 is not None and p99 <= bound else "no"])
+    md = ("## 2. Overload at 2×\n\nApp capacity 20 × 50 ms = 400 req/s. "
+          f"Unloaded: 4 × 50 req/s for {dur_u} s. Overload: 4 × 200 req/s for {dur_o} s, "
+          f"client timeout {tmo} s.\n\nUnloaded, critical stream:\n\n")
+    md += table(["target", "p50 ms", "p99 ms", "served %"], unloaded)
+    md += "\nOverload, per priority:\n\n" + table(OVERLOAD_HEADERS, over)
+    md += (f"\nGoodput over seconds {skip}..{dur_o - 1} and critical p99 against 2× unloaded:\n\n")
+    md += table(["target", "goodput req/s", "% of capacity", "critical p99 ms",
+                 "2× unloaded p99 ms", "within"], gp_rows)
+    md += ("\nGoodput counts successes by intended send second. For `direct` that includes "
+           "answers that came seconds late (see its p99), so it can exceed capacity.\n")
+    md += notes(ctx, ["unloaded", "overload"])
+    return md
+
+
+def notes(ctx, labels):
+    out = ""
+    for label in labels:
+        n = ctx.sluice_notes.get(label)
+        if not n:
+            continue
+        rej = ", ".join(f"{k} {v}" for k, v in n["rejections"].items() if v) or "none"
+        crit = ", ".join(f"{k} {v}" for k, v in n["critical_rejections"].items() if v) or "none"
+        out += (f"\nsluice, {label} run: adaptive limit min/median/max "
+                f"{n['limit_min']}/{n['limit_median']}/{n['limit_max']} (sampled every 0.5 s); "
+                f"refusals by reason: {rej}; critical refusals: {crit}.\n")
+    return out
+
+
+def capacity_cut(ctx):
+    dur, cut, tmo = (8, 3, 3) if ctx.quick else (30, 10, 10)
+    rows = []
+    for t in PEERS:
+        def go(port, t=t):
+            path = ctx.path(f"cut-{t}.json")
+            cmd = ctx.procs.load_cmd(port, 100, dur, path, tmo)
+            with open(ctx.path("load.log"), "ab") as log:
+                gen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+                ctx.procs.live.append(gen)
+                time.sleep(cut)
+                ctx.procs.control({"capacity": 7})
+                if gen.wait(timeout=dur + tmo + 30) != 0:
+                    raise RuntimeError(f"load generator failed against {t}")
+                ctx.procs.live.remove(gen)
+            with open(path) as f:
+                return json.load(f)
+        rep = ctx.run(t, go, "cut")
+        ok = per_second(rep, "successes")
+        bound = 2 * (ctx.unloaded_p99.get(t) or 0)
+        p99 = series_p99_ms(rep, "critical")
+        rec = recovery_s(p99, cut, bound, dur)
+        crit = stream(rep, "critical")
+        rows.append([t, goodput(rep, 1, cut), goodput(rep, cut + 2, dur),
+                     100.0 * crit["successes"] / max(crit["sent"], 1), bound,
+                     fmt(rec) + " s" if rec is not None else "never",
+                     " ".join(fmt(v, 0) for v in p99[:dur]),
+                     " ".join(str(v) for v in ok[:dur])])
+    md = (f"## 3. Capacity cut\n\n4 × 100 req/s (1× the initial 400 req/s) for {dur} s; "
+          f"at {cut} s the app's capacity goes from 20 to 7 (140 req/s).\n\n")
+    md += table(["target", "goodput before", f"goodput after (from {cut + 2} s)",
+                 "critical served %", "2× unloaded p99 ms", "critical p99 back in",
+                 "critical p99 ms per second", "successes per second"], rows)
+    md += notes(ctx, ["cut"])
+    return md
+
+
+def app_failure(ctx):
+    phases = ([("normal", 2), ("fail500", 2), ("reset", 2), ("normal", 3)] if ctx.quick
+              else [("normal", 5), ("fail500", 10), ("reset", 10), ("normal", 10)])
+    tmo = 3 if ctx.quick else 5
+    rows, recov = [], []
+    for t in PEERS:
+        def go(port, t=t):
+            out = []
+            for i, (mode, secs) in enumerate(phases):
+                ctx.procs.control({"mode": mode})
+                before = ctx.procs.app_stats()
+                rep = ctx.procs.load(port, 50, secs, ctx.path(f"failure-{t}-{i}-{mode}.json"), tmo)
+                after = ctx.procs.app_stats()
+                reached = (after["received"] - before["received"]
+                           - (after["health_checks"] - before["health_checks"]))
+                out.append((mode, secs, rep, reached))
+            return out
+        for i, (mode, secs, rep, reached) in enumerate(ctx.run(t, go, "failure")):
+            sent = sum(s["sent"] for s in rep["streams"])
+            ok = sum(s["successes"] for s in rep["streams"])
+            refused = sum(s["refusals"]["total"] for s in rep["streams"])
+            errs = sum(s["client_errors"]["total"] for s in rep["streams"])
+            p99s = [s["refusal_latency_us"]["p99"] / 1000 for s in rep["streams"]
+                    if s["refusal_latency_us"]["count"]]
+            rows.append([t, f"{i + 1}: {mode}", secs, sent, ok, refused, errs,
+                         max(p99s) if p99s else None, reached])
+            if i == len(phases) - 1:
+                sent_s = per_second(rep, "sent")
+                ok_s = per_second(rep, "successes")
+                first = next((j for j, (a, b) in enumerate(zip(sent_s, ok_s)) if a and b >= 0.99 * a), None)
+                recov.append([t, fmt(float(first)) + " s" if first is not None else "never",
+                              " ".join(f"{b}/{a}" for a, b in zip(sent_s, ok_s))])
+    md = ("## 4. App failure\n\n4 × 50 req/s; phases run back to back: "
+          + ", ".join(f"{m} {s} s" for m, s in phases)
+          + ". `reached app` = the app's `received` delta minus health probes.\n\n")
+    md += table(["target", "phase", "s", "sent", "ok", "refused (5xx/429)", "client errors",
+                 "refusal p99 ms (worst stream)", "reached app"], rows)
+    md += "\nRecovery in the last phase (first second with ≥ 99 % served):\n\n"
+    md += table(["target", "recovered after", "ok/sent per second"], recov)
+    md += notes(ctx, ["failure"])
+    return md
