@@ -76,6 +76,11 @@ const APP_LIMITED_FRACTION: f64 = 0.5;
 /// Slow start ends at the first window slower than baseline × this. 1.25 sits above
 /// window-average noise (±5–10 %) but below the 1.5–2× a doubling past capacity causes.
 const SLOW_START_EXIT: f64 = 1.25;
+/// Latencies below this count as this. On an app answering in microseconds, latency is
+/// mostly the machine's own scheduling (the proxy, the app and the clients share the
+/// cores), which rises with any concurrency; limiting on it throttles a healthy fast
+/// app and refuses its clients. 5 ms of queueing is not worth a refusal.
+const LATENCY_FLOOR: Duration = Duration::from_millis(5);
 /// Slow start also ends when a window's concurrency by Little's law (throughput ×
 /// latency) fell below this share of the limit in force. A doubling ramp that still fits
 /// shows ≈ 0.75–0.8 (admissions spread over the window); a doubling past capacity shows
@@ -220,10 +225,11 @@ impl GradientLimit {
             return self.set(self.limit * factor);
         }
         let needed = MIN_SAMPLES.min(self.limit.round() as u64).max(1);
-        let rtt = sample.rtt_avg.as_secs_f64();
-        if sample.samples < needed || rtt <= 0.0 {
+        if sample.samples < needed || sample.rtt_avg.is_zero() {
             return self.limit();
         }
+        // Latency under the floor all looks alike: no queue worth refusing anyone for.
+        let rtt = sample.rtt_avg.max(LATENCY_FLOOR).as_secs_f64();
         let baseline = *self.baseline.get_or_insert(rtt);
         if probed.is_some() {
             // Latency at less concurrency: the one measurement that can lower a baseline

@@ -479,3 +479,24 @@ fn slow_start_ends_when_throughput_stalls_before_latency_shows_it() {
         "set near the measured capacity: {after}"
     );
 }
+
+#[test]
+fn a_fast_app_is_not_throttled_by_scheduling_noise() {
+    // Sub-millisecond answers whose latency still triples as concurrency grows (the
+    // machine's cores are shared): all under the latency floor, so the limit keeps
+    // growing instead of settling where the noise starts.
+    let mut g = GradientLimit::new(LimitSettings { min: 10, max: 500 });
+    for _ in 0..200 {
+        let l = g.limit();
+        let rtt_us = 300 + (l as u64) * 10; // 0.4 ms at 10, 2.3 ms at 200
+        g.update(&WindowSample {
+            samples: 1000,
+            rtt_avg: Duration::from_micros(rtt_us),
+            rtt_min: Duration::from_micros(rtt_us / 2),
+            max_inflight: l,
+            dropped: 0,
+            window: Duration::from_millis(100),
+        });
+    }
+    assert!(g.limit() >= 400, "limit {}", g.limit());
+}
