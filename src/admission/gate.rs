@@ -74,6 +74,10 @@ pub struct Gate {
     drain_rate: AtomicU64,
     /// The limiter's no-queue latency of the app, in microseconds (0: unknown).
     baseline_us: AtomicU64,
+    /// The limiter is still climbing (slow start or recovery): no standing-queue
+    /// shortening and no early shedding, which would refuse load the limit is about to
+    /// let in.
+    ramping: std::sync::atomic::AtomicBool,
     /// Arrivals per priority since the last window close ...
     arrivals: [AtomicU64; 5],
     /// ... and a second, smoothed (f64 bits), for the share of the drain rate each
@@ -84,7 +88,7 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(config: ClassConfig, limiter: Limiter) -> Arc<Gate> {
-        let limit = limiter.limit();
+        let (limit, ramping) = (limiter.limit(), limiter.ramping());
         Arc::new(Gate {
             inflight: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
@@ -103,6 +107,7 @@ impl Gate {
             },
             drain_rate: AtomicU64::new(0f64.to_bits()),
             baseline_us: AtomicU64::new(0),
+            ramping: std::sync::atomic::AtomicBool::new(ramping),
             arrivals: Default::default(),
             arrival_rates: Default::default(),
             stats: GateStats::default(),
@@ -254,8 +259,10 @@ impl Gate {
     }
 
     fn standing(&self, st: &State, now: Instant) -> bool {
-        st.nonempty_since
-            .is_some_and(|since| now.saturating_duration_since(since) >= self.config.codel_interval)
+        !self.ramping.load(Relaxed)
+            && st.nonempty_since.is_some_and(|since| {
+                now.saturating_duration_since(since) >= self.config.codel_interval
+            })
     }
 
     /// The deadline a waiter actually gets: shorter once the queue is standing, except
@@ -301,7 +308,7 @@ impl Gate {
     /// Refuses at once a waiter that, at the rate left for its priority, cannot be
     /// served before its deadline: a refusal in microseconds instead of a timeout later.
     fn predict(&self, st: &State, p: Priority, now: Instant, deadline: Instant) -> Option<Refused> {
-        if self.drain_rate() <= 0.0 || st.queue.is_empty() {
+        if self.drain_rate() <= 0.0 || st.queue.is_empty() || self.ramping.load(Relaxed) {
             return None;
         }
         let ahead = st.queue.ahead_of(p);
@@ -438,6 +445,7 @@ impl Gate {
             smoothed.store((old * 0.7 + rate * 0.3).to_bits(), Relaxed);
         }
         let limit = ctl.limiter.update(&sample);
+        self.ramping.store(ctl.limiter.ramping(), Relaxed);
         let baseline = ctl.limiter.baseline_rtt().unwrap_or_default();
         self.baseline_us.store(
             u64::try_from(baseline.as_micros()).unwrap_or(u64::MAX),

@@ -9,7 +9,8 @@
 //! - **Baseline**: the app's mean latency with no queue. Learned from the first usable
 //!   window, then only lowered by faster windows. It never rises on its own, so sustained
 //!   overload (every window queued) cannot drag it up, the failure of long-term averages.
-//! - **Slow start**: from `min`, double while latency stays within 1.25× the baseline and
+//! - **Slow start**: from `min` (a first window above capacity would learn a queued
+//!   baseline), double while latency stays within 1.25× the baseline and
 //!   throughput keeps up with the limit (Little's law): on the cold start, a window whose
 //!   throughput stalled sets the limit to the concurrency it measured (× 1.1), one
 //!   doubling earlier than latency alone would (latency lags a window).
@@ -18,6 +19,8 @@
 //!   capacity `C` (Little's law; 1.1 absorbs noise). The last term is a small standing
 //!   queue that makes spare capacity visible, and the additive increase when none queues.
 //! - **Overload**: `dropped > 0` multiplies the limit by 0.8; ≥ 10 % dropped halves it.
+//!   When the drops stop and latency is back at baseline, the limit doubles back toward
+//!   where it was before them (an app that failed for a while did not shrink).
 //! - **App-limited** windows (peak in flight under half the limit) and thin windows change
 //!   nothing, and no increase goes past twice the window's peak in flight, so a quiet class
 //!   holds at most 2× its real peak instead of running away to `max`.
@@ -152,8 +155,12 @@ pub struct GradientLimit {
     /// No-queue mean latency in seconds, once learned.
     baseline: Option<f64>,
     slow_start: bool,
-    /// The first slow start, from `min` (not a restart after a re-base).
+    /// The first slow start (not a restart after a re-base).
     cold: bool,
+    /// The limit before a streak of windows with drops cut it: once the app answers at
+    /// its baseline latency again, the limit doubles back toward it (TCP's slow start
+    /// up to ssthresh) instead of creeping back by the additive increase.
+    recover_to: Option<f64>,
     /// `(concurrency, rtt_avg seconds)` of the current streak of elevated windows.
     elevated: Vec<(f64, f64)>,
     /// Limit-bound windows in a row with latency above baseline × [`TOLERANCE`].
@@ -175,6 +182,7 @@ impl GradientLimit {
             baseline: None,
             slow_start: true,
             cold: true,
+            recover_to: None,
             elevated: Vec::with_capacity(HISTORY),
             unconfirmed: 0,
             probe: None,
@@ -185,6 +193,12 @@ impl GradientLimit {
     /// The current limit, always within `[min, max]`.
     pub fn limit(&self) -> usize {
         self.limit.round().clamp(self.min, self.max) as usize
+    }
+
+    /// True while the limit is still climbing to what the app can take (slow start, or
+    /// the fast recovery after drops): a queue then says little about overload.
+    pub fn ramping(&self) -> bool {
+        self.slow_start || self.recover_to.is_some()
     }
 
     /// What the controller believes the app's latency is without a queue.
@@ -222,6 +236,7 @@ impl GradientLimit {
             };
             self.slow_start = false;
             self.elevated.clear();
+            self.recover_to.get_or_insert(self.limit);
             return self.set(self.limit * factor);
         }
         let needed = MIN_SAMPLES.min(self.limit.round() as u64).max(1);
@@ -264,6 +279,14 @@ impl GradientLimit {
 
         // Never grow past twice what the window actually had in flight.
         let ceiling = self.limit.max(2.0 * sample.max_inflight as f64);
+        if let Some(target) = self.recover_to.take() {
+            if ratio <= SLOW_START_EXIT && self.limit < target {
+                // Back at baseline latency after drops: double back toward the limit
+                // the drops cut (the app failed or stalled; it did not shrink).
+                self.recover_to = Some(target);
+                return self.set((self.limit * 2.0).min(target).min(ceiling.max(target)));
+            }
+        }
         if self.slow_start {
             // Latency lags a doubling by a window; throughput does not. A window that ran
             // far less concurrency (by Little's law) than the limit allowed found the
@@ -384,6 +407,13 @@ impl Limiter {
         match self {
             Limiter::Fixed(limit) => *limit,
             Limiter::Gradient(gradient) => gradient.update(sample),
+        }
+    }
+
+    pub fn ramping(&self) -> bool {
+        match self {
+            Limiter::Fixed(_) => false,
+            Limiter::Gradient(g) => g.ramping(),
         }
     }
 

@@ -500,3 +500,32 @@ fn a_fast_app_is_not_throttled_by_scheduling_noise() {
     }
     assert!(g.limit() >= 400, "limit {}", g.limit());
 }
+
+#[test]
+fn after_a_failure_the_limit_doubles_back_to_where_it_was() {
+    let mut g = warmed(25);
+    let before = g.limit();
+    let failing = WindowSample {
+        dropped: 50,
+        ..window(50, 10, before)
+    };
+    for _ in 0..10 {
+        g.update(&failing);
+    }
+    assert!(g.limit() <= 2, "collapsed: {}", g.limit());
+    assert!(g.ramping());
+    // The app answers again at its usual latency: back within a few windows.
+    let mut windows = 0;
+    while g.limit() < before && windows < 10 {
+        let l = g.limit();
+        g.update(&window(100, 10, l));
+        windows += 1;
+    }
+    assert_eq!(g.limit(), before, "after {windows} windows");
+    assert!(windows <= 5, "{windows} windows");
+    // ... and it does not overshoot past where it was.
+    let l = g.limit();
+    g.update(&window(100, 10, l));
+    assert!(!g.ramping());
+    assert!(g.limit() <= before + 4);
+}
