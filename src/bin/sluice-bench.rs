@@ -118,7 +118,7 @@ async fn run(command: Command) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             println!("sim app listening on {}", app.addr());
-            let signal = wait_for_signal().await;
+            let signal = sluice::app::wait_for_signal().await;
             println!("{signal}: stopping; {}", stats_line(&app));
             app.shutdown().await;
             Ok(())
@@ -170,19 +170,4 @@ fn secs(flag: &str, s: f64) -> Result<Duration, String> {
 
 fn stats_line(app: &SimApp) -> String {
     serde_json::to_string(&app.stats()).unwrap_or_default()
-}
-
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return "SIGINT";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }
