@@ -190,6 +190,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             shard: i,
             ids: crate::forward::RequestIds::new(),
             proto: "http",
+            error_log: crate::proxy::LogEvery::new(Duration::from_secs(1)),
         });
         let (tx, rx) = oneshot::channel();
         done.push(rx);

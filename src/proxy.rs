@@ -39,6 +39,48 @@ pub struct Worker {
     pub ids: forward::RequestIds,
     /// `X-Forwarded-Proto` for requests accepted by this listener.
     pub proto: &'static str,
+    /// Upstream failures are logged at most once a second per worker (an outage at
+    /// thousands of requests a second must not flood the logs; the metrics count all).
+    pub error_log: LogEvery,
+}
+
+/// Lets one log line through per interval and counts the ones it held back.
+#[derive(Debug)]
+pub struct LogEvery {
+    every: std::time::Duration,
+    epoch: Instant,
+    next_ms: std::sync::atomic::AtomicU64,
+    held: std::sync::atomic::AtomicU64,
+}
+
+impl LogEvery {
+    pub fn new(every: std::time::Duration) -> LogEvery {
+        LogEvery {
+            every,
+            epoch: Instant::now(),
+            next_ms: std::sync::atomic::AtomicU64::new(0),
+            held: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be logged now.
+    pub fn allow(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Relaxed);
+        let step = u64::try_from(self.every.as_millis()).unwrap_or(u64::MAX);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now.saturating_add(step), Relaxed, Relaxed)
+                .is_ok()
+        {
+            Some(self.held.swap(0, Relaxed))
+        } else {
+            self.held.fetch_add(1, Relaxed);
+            None
+        }
+    }
 }
 
 /// The hyper service: one call per request.
@@ -121,7 +163,9 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
             }
             let refusal = Refusal::from(&e);
             count_upstream_error(shared, &e);
-            tracing::warn!(request_id = ?id, route = %route_name(shared, class), error = %e, "upstream request failed");
+            if let Some(held) = w.error_log.allow() {
+                tracing::warn!(request_id = ?id, route = %route_name(shared, class), error = %e, similar_lines_held_back = held, "upstream request failed");
+            }
             record.finish(refusal.outcome());
             let retry = matches!(e, UpstreamError::Connect(_) | UpstreamError::ConnectTimeout)
                 .then_some(std::time::Duration::from_secs(1));
@@ -132,7 +176,9 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
                 p.record(rtt, true);
             }
             shared.metrics.upstream_errors.timeout.inc();
-            tracing::warn!(request_id = ?id, route = %route_name(shared, class), timeout = ?class.timeout, "upstream response head timed out");
+            if let Some(held) = w.error_log.allow() {
+                tracing::warn!(request_id = ?id, route = %route_name(shared, class), timeout = ?class.timeout, similar_lines_held_back = held, "upstream response head timed out");
+            }
             record.finish(Refusal::UpstreamTimeout.outcome());
             Refusal::UpstreamTimeout
                 .response(&id, None)
@@ -242,5 +288,22 @@ impl Drop for Record<'_> {
         if !self.done {
             self.write(Outcome::Cancelled);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogEvery;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn log_every_lets_one_line_per_interval_and_counts_the_rest() {
+        let log = LogEvery::new(Duration::from_secs(1));
+        assert_eq!(log.allow(), Some(0));
+        assert_eq!(log.allow(), None);
+        assert_eq!(log.allow(), None);
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        assert_eq!(log.allow(), Some(2));
+        assert_eq!(log.allow(), None);
     }
 }
