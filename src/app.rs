@@ -156,9 +156,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         body_idle_timeout: up.body_idle_timeout,
     };
     let pools: Vec<Arc<Pool>> = (0..workers)
-        .map(|_| Pool::new(pool_settings.clone(), metrics.upstream_connections.clone()))
+        .map(|_| {
+            Pool::new(
+                pool_settings.clone(),
+                metrics.upstream_connections.clone(),
+                metrics.upstream_errors.body.clone(),
+            )
+        })
         .collect();
-    let probe_pool = Pool::new(pool_settings, metrics.upstream_connections.clone());
+    let probe_pool = Pool::new(
+        pool_settings,
+        metrics.upstream_connections.clone(),
+        metrics.upstream_errors.body.clone(),
+    );
     let health = Arc::new(UpstreamHealth::new(!config.health.path.is_empty()));
     let settings = ServeSettings {
         header_read_timeout: config.listener.header_read_timeout,

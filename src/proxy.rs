@@ -236,8 +236,7 @@ async fn upgrade(
             }
         });
     }
-    let timeout = w.shared.config.upstream.body_idle_timeout;
-    Ok(resp.map(|b| PooledBody::unpooled(b, timeout)))
+    Ok(resp.map(|b| w.pool.unpooled_body(b)))
 }
 
 fn count_upstream_error(shared: &Shared, e: &UpstreamError) {

@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -73,16 +73,29 @@ pub struct Pool {
     settings: PoolSettings,
     idle: Mutex<Vec<Idle>>,
     open: IntGauge,
+    /// `sluice_upstream_errors_total{kind="body"}`: response bodies that broke or stalled.
+    body_errors: IntCounter,
 }
 
 impl Pool {
-    /// `open` counts connections across all pools (`sluice_upstream_connections`).
-    pub fn new(settings: PoolSettings, open: IntGauge) -> Arc<Pool> {
+    /// `open` counts connections across all pools (`sluice_upstream_connections`);
+    /// `body_errors` counts response bodies that failed after their head was sent.
+    pub fn new(settings: PoolSettings, open: IntGauge, body_errors: IntCounter) -> Arc<Pool> {
         Arc::new(Pool {
             settings,
             idle: Mutex::new(Vec::new()),
             open,
+            body_errors,
         })
+    }
+
+    /// A body for a response on a connection that is never pooled (an upgrade's).
+    pub fn unpooled_body(&self, inner: Incoming) -> PooledBody {
+        PooledBody::unpooled(
+            inner,
+            self.settings.body_idle_timeout,
+            self.body_errors.clone(),
+        )
     }
 
     /// Idle connections held right now.
@@ -103,7 +116,10 @@ impl Pool {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let timeout = self.settings.body_idle_timeout;
-                    return Ok(resp.map(|b| PooledBody::new(b, self.clone(), sender, timeout)));
+                    let errors = self.body_errors.clone();
+                    return Ok(
+                        resp.map(|b| PooledBody::new(b, self.clone(), sender, timeout, errors))
+                    );
                 }
                 Err(mut e) => match e.take_message() {
                     // Never written: safe to try again on a fresh connection.

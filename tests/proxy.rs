@@ -393,6 +393,12 @@ async fn stalled_bodies_are_cut_after_the_body_idle_timeout() {
         "a truncated body is an error, never a silent short read"
     );
     assert!(started.elapsed() >= Duration::from_millis(250));
+    let (_, metrics) = common::harness::observe(&sluice, "/metrics").await;
+    assert_eq!(
+        common::harness::sample(&metrics, "sluice_upstream_errors_total", "kind=\"body\""),
+        Some(1.0),
+        "the stalled response body is counted"
+    );
 
     // The client stalls mid-upload: the app's request is aborted and the client told.
     let mut stream = tokio::net::TcpStream::connect(sluice.addr)

@@ -153,10 +153,6 @@ impl<T> PriorityQueue<T> {
         self.len == 0
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// Waiters at exactly `p`.
     pub fn len_at(&self, p: Priority) -> usize {
         self.levels[p.index()].len

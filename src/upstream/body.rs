@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
+use prometheus::IntCounter;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,6 +24,7 @@ pin_project_lite::pin_project! {
         conn: Option<(Arc<Pool>, SendRequest<UpstreamBody>)>,
         // The admission slot this response occupies, freed when the body ends.
         permit: Option<Permit>,
+        errors: IntCounter,
     }
 }
 
@@ -32,25 +34,28 @@ impl PooledBody {
         pool: Arc<Pool>,
         sender: SendRequest<UpstreamBody>,
         timeout: Duration,
+        errors: IntCounter,
     ) -> PooledBody {
-        Self::with_conn(inner, Some((pool, sender)), timeout)
+        Self::with_conn(inner, Some((pool, sender)), timeout, errors)
     }
 
     /// A body whose connection is not pooled (an upgrade's dedicated connection).
-    pub(crate) fn unpooled(inner: Incoming, timeout: Duration) -> PooledBody {
-        Self::with_conn(inner, None, timeout)
+    pub(crate) fn unpooled(inner: Incoming, timeout: Duration, errors: IntCounter) -> PooledBody {
+        Self::with_conn(inner, None, timeout, errors)
     }
 
     fn with_conn(
         inner: Incoming,
         conn: Option<(Arc<Pool>, SendRequest<UpstreamBody>)>,
         timeout: Duration,
+        errors: IntCounter,
     ) -> PooledBody {
         let done = inner.is_end_stream();
         let mut body = PooledBody {
             inner: IdleTimeout::new(inner, timeout),
             conn,
             permit: None,
+            errors,
         };
         if done {
             release(&mut body.conn);
@@ -89,6 +94,7 @@ impl Body for PooledBody {
                 // A broken or stalled body: the connection is not reusable.
                 this.conn.take();
                 this.permit.take();
+                this.errors.inc();
             }
             Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
         }
