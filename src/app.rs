@@ -169,7 +169,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics.upstream_connections.clone(),
         metrics.upstream_errors.body.clone(),
     );
-    let health = Arc::new(UpstreamHealth::new(!config.health.path.is_empty()));
+    let health = Arc::new(UpstreamHealth::new(&config.health));
     let settings = ServeSettings {
         header_read_timeout: config.listener.header_read_timeout,
         max_header_bytes: config.listener.max_header_bytes,
@@ -253,9 +253,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             health,
             probe_pool,
             host,
-            shared.config.health.path.clone(),
-            shared.config.health.interval,
-            shutdown_rx,
+            shared.config.health.clone(),
+            shutdown_rx.clone(),
         )));
     }
     if let Some(why) = &shared.config.admin.disabled {

@@ -96,6 +96,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             bypass: false,
             rate_limit: None,
+            fallback: None,
         }
     }
 

@@ -39,6 +39,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub health: HealthConfig,
     pub circuit_breaker: BreakerConfig,
+    pub degradation: DegradationConfig,
     pub background: BackgroundConfig,
 }
 
@@ -193,6 +194,8 @@ pub struct RouteConfig {
     pub bypass: bool,
     /// `None`: no rate limit on this route.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Served while degraded instead of queueing (GET routes only).
+    pub fallback: Option<FallbackConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -202,17 +205,138 @@ pub enum PathMatch {
     Regex(regex::Regex),
 }
 
-/// Active health checks of the app.
+/// Health checks of the app: active probes and passive tracking of real traffic.
 #[derive(Clone, Debug)]
 pub struct HealthConfig {
+    /// "" = no active probes (the app is assumed up unless passive tracking says not).
     pub path: String,
     pub interval: Duration,
+    /// A probe without a 2xx head within this time failed; at most `interval`.
+    pub timeout: Duration,
+    /// Consecutive good probes that mark a down app up.
+    pub healthy_threshold: u32,
+    /// Consecutive failed probes that mark an up app down.
+    pub unhealthy_threshold: u32,
+    /// Consecutive real requests that could not reach the app (connect errors and
+    /// timeouts) that mark it down until a probe succeeds; 0 = no passive tracking.
+    pub passive_failures: u32,
+    /// `/readyz` fails while the app is down (so Kubernetes stops routing to the pod).
+    pub ready_requires_upstream: bool,
 }
 
+/// Which requests share one circuit breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerScope {
+    /// One breaker for the whole app.
+    Upstream,
+    /// One breaker per admission class (a failing `http` class does not stop `db`).
+    Class,
+}
+
+/// The upstream circuit breaker.
 #[derive(Clone, Debug)]
 pub struct BreakerConfig {
-    /// Consecutive upstream failures that open the breaker.
+    pub enabled: bool,
+    pub scope: BreakerScope,
+    /// Consecutive upstream failures that open the breaker (`CIRCUIT_BREAKER_THRESHOLD`).
     pub failure_threshold: u32,
+    /// Failure share over `window` that opens it; 0 = off.
+    pub failure_rate: f64,
+    /// Slow-call share over `window` that opens it; 0 = off.
+    pub slow_call_rate: f64,
+    /// A response head slower than this is a slow call; zero = none is.
+    pub slow_call: Duration,
+    pub window: Duration,
+    /// Calls the window must hold before the rates apply.
+    pub minimum_calls: u32,
+    /// First open interval; doubles on each repeated trip up to `max_open`.
+    pub open: Duration,
+    pub max_open: Duration,
+    /// Each interval is scaled by a random factor in `1 ± jitter`.
+    pub jitter: f64,
+    /// Requests let through while half-open; all must succeed to close.
+    pub half_open_probes: u32,
+    /// Response statuses that count as failures (connect errors and timeouts always do).
+    pub failure_statuses: StatusSet,
+}
+
+/// A set of HTTP status codes, from entries such as `"5xx"`, `"502"` or `"500-504"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusSet(Vec<(u16, u16)>);
+
+impl StatusSet {
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+
+    /// Parses one entry; `None` if it is none of the accepted shapes.
+    pub fn parse_entry(s: &str) -> Option<(u16, u16)> {
+        let s = s.trim();
+        let in_range = |v: u16| (100..=599).contains(&v);
+        if let Some(class) = s.strip_suffix("xx").or_else(|| s.strip_suffix("XX")) {
+            let d: u16 = class.parse().ok().filter(|d| (1..=5).contains(d))?;
+            return Some((d * 100, d * 100 + 99));
+        }
+        let (lo, hi) = match s.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let v = s.parse().ok()?;
+                (v, v)
+            }
+        };
+        (in_range(lo) && in_range(hi) && lo <= hi).then_some((lo, hi))
+    }
+
+    pub fn new(ranges: Vec<(u16, u16)>) -> StatusSet {
+        StatusSet(ranges)
+    }
+}
+
+/// Degradation mode: when to enter it and what it does.
+#[derive(Clone, Debug)]
+pub struct DegradationConfig {
+    pub enabled: bool,
+    /// How often the signals are sampled.
+    pub interval: Duration,
+    /// A signal must stay breached this long to enter.
+    pub enter_after: Duration,
+    /// Every signal must stay clear this long to leave.
+    pub exit_after: Duration,
+    /// A signal is clear below `threshold × exit_margin` (hysteresis on the value).
+    pub exit_margin: f64,
+    /// While degraded, requests below this priority are refused at once.
+    pub refuse_below: Priority,
+    /// While degraded, queue deadlines are scaled by this factor.
+    pub queue_timeout_factor: f64,
+    /// Signals; `None` turns one off.
+    pub queue_wait: Option<Duration>,
+    pub shed_ratio: Option<f64>,
+    pub upstream_latency: Option<Duration>,
+    pub error_ratio: Option<f64>,
+    pub breaker_open: bool,
+    pub cpu_ratio: Option<f64>,
+    pub memory_ratio: Option<f64>,
+}
+
+/// What a route answers while degraded instead of queueing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FallbackConfig {
+    /// Serve the last 2xx response seen for the same path and query, if it is no
+    /// older than this; `None` = never.
+    pub last_good_max_age: Option<Duration>,
+    /// Largest response body kept as a last good response.
+    pub last_good_max_bytes: usize,
+    /// Served when there is no usable last good response; `None` = the request takes
+    /// the normal path (admission, which may refuse it).
+    pub static_response: Option<StaticResponse>,
+}
+
+/// A fixed response from the config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticResponse {
+    pub status: http::StatusCode,
+    pub content_type: http::HeaderValue,
+    pub body: bytes::Bytes,
 }
 
 /// Background task workers.
@@ -322,3 +446,6 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_resilience;

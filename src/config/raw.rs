@@ -34,6 +34,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub circuit_breaker: RawBreaker,
     #[serde(default)]
+    pub degradation: RawDegradation,
+    #[serde(default)]
     pub background: RawBackground,
 }
 
@@ -111,6 +113,17 @@ pub(crate) struct RawRoute {
     pub rate_limit_rps: Option<f64>,
     pub rate_limit_burst: Option<u32>,
     pub rate_limit_key: Option<String>,
+    pub fallback: Option<RawFallback>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFallback {
+    pub last_good_max_age_ms: Option<u64>,
+    pub last_good_max_bytes: Option<usize>,
+    pub status: Option<u16>,
+    pub content_type: Option<String>,
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,12 +139,48 @@ pub(crate) struct RawDefaultRoute {
 pub(crate) struct RawHealth {
     pub path: Option<String>,
     pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub passive_failures: Option<u32>,
+    pub ready_requires_upstream: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBreaker {
+    pub enabled: Option<bool>,
+    pub scope: Option<String>,
     pub failure_threshold: Option<u32>,
+    pub failure_rate: Option<f64>,
+    pub slow_call_rate: Option<f64>,
+    pub slow_call_ms: Option<u64>,
+    pub window_ms: Option<u64>,
+    pub minimum_calls: Option<u32>,
+    pub open_ms: Option<u64>,
+    pub max_open_ms: Option<u64>,
+    pub jitter: Option<f64>,
+    pub half_open_probes: Option<u32>,
+    pub failure_statuses: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDegradation {
+    pub enabled: Option<bool>,
+    pub interval_ms: Option<u64>,
+    pub enter_after_ms: Option<u64>,
+    pub exit_after_ms: Option<u64>,
+    pub exit_margin: Option<f64>,
+    pub refuse_below: Option<String>,
+    pub queue_timeout_factor: Option<f64>,
+    pub queue_wait_ms: Option<u64>,
+    pub shed_ratio: Option<f64>,
+    pub upstream_latency_ms: Option<u64>,
+    pub error_ratio: Option<f64>,
+    pub breaker_open: Option<bool>,
+    pub cpu_ratio: Option<f64>,
+    pub memory_ratio: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,6 +4,7 @@
 //! Each problem is reported against a key path; [`Problems`] turns that into a
 //! line in the file, or into the environment variable that set the value.
 
+mod resilience;
 mod routes;
 mod sections;
 
@@ -90,6 +91,51 @@ impl<'a> Problems<'a> {
         v
     }
 
+    /// A fraction (or `default` when unset), checked against `range`.
+    pub(crate) fn ratio(
+        &mut self,
+        path: &str,
+        value: Option<f64>,
+        default: f64,
+        range: RangeInclusive<f64>,
+    ) -> f64 {
+        let v = value.unwrap_or(default);
+        if !(v.is_finite() && range.contains(&v)) {
+            self.at(
+                path,
+                format!(
+                    "must be between {} and {}, got {v}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+            return default;
+        }
+        v
+    }
+
+    /// A count that must fit a `u32`, checked against `range`.
+    pub(crate) fn count32(
+        &mut self,
+        path: &str,
+        value: Option<u32>,
+        default: u32,
+        range: RangeInclusive<u32>,
+    ) -> u32 {
+        let v = value.unwrap_or(default);
+        if !range.contains(&v) {
+            self.at(
+                path,
+                format!(
+                    "must be between {} and {}, got {v}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+        v
+    }
+
     /// A `*_ms` field (or `default_ms` when unset), checked against `range`.
     pub(crate) fn millis(
         &mut self,
@@ -139,20 +185,9 @@ pub(crate) fn validate(
         },
         classes,
         routes,
-        health: sections::health(raw.health, p),
-        circuit_breaker: super::BreakerConfig {
-            failure_threshold: u32::try_from(
-                p.count(
-                    "circuit_breaker.failure_threshold",
-                    raw.circuit_breaker
-                        .failure_threshold
-                        .and_then(|v| usize::try_from(v).ok()),
-                    5,
-                    1..=10_000,
-                ),
-            )
-            .unwrap_or(5),
-        },
+        health: resilience::health(raw.health, p),
+        circuit_breaker: resilience::breaker(raw.circuit_breaker, p),
+        degradation: resilience::degradation(raw.degradation, p),
         background: super::BackgroundConfig {
             workers: p.count("background.workers", raw.background.workers, 4, 0..=1024),
             queue_size: p.count(

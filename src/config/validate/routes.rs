@@ -60,8 +60,13 @@ pub(super) fn routes(
             &at,
             p,
         );
+        let methods = methods(&r.methods, &at("methods"), p);
+        let bypass = r.bypass.unwrap_or(false);
+        let fallback = r
+            .fallback
+            .and_then(|f| super::resilience::fallback(f, &methods, bypass, &at, p));
         out.push(RouteConfig {
-            methods: methods(&r.methods, &at("methods"), p),
+            methods,
             path: path_match(
                 r.path_prefix,
                 r.path_regex,
@@ -79,8 +84,9 @@ pub(super) fn routes(
                 None => default_priority,
             },
             timeout: timeout(r.timeout_ms, request_timeout, &at("timeout_ms"), p),
-            bypass: r.bypass.unwrap_or(false),
+            bypass,
             rate_limit,
+            fallback,
             name,
         });
     }
@@ -100,6 +106,7 @@ pub(super) fn routes(
         ),
         bypass: false,
         rate_limit: None,
+        fallback: None,
     });
     out
 }

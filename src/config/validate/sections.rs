@@ -5,12 +5,10 @@ use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddr};
 
 use super::{is_label, Problems};
-use crate::config::raw::{
-    RawAdmin, RawClass, RawHealth, RawListener, RawObservability, RawUpstream,
-};
+use crate::config::raw::{RawAdmin, RawClass, RawListener, RawObservability, RawUpstream};
 use crate::config::{
-    AdminConfig, ClassConfig, HealthConfig, KeySource, ListenerConfig, LogFormat,
-    ObservabilityConfig, Secret, UpstreamConfig,
+    AdminConfig, ClassConfig, KeySource, ListenerConfig, LogFormat, ObservabilityConfig, Secret,
+    UpstreamConfig,
 };
 
 const DEFAULT_LISTEN: SocketAddr =
@@ -222,28 +220,6 @@ pub(super) fn classes(raw: BTreeMap<String, RawClass>, p: &mut Problems<'_>) -> 
             }
         })
         .collect()
-}
-
-pub(super) fn health(raw: RawHealth, p: &mut Problems<'_>) -> HealthConfig {
-    let path = raw.path.unwrap_or_else(|| "/health/ready".to_owned());
-    // "" turns active health checks off (the app is then assumed up).
-    if !path.is_empty()
-        && (!path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err())
-    {
-        p.at(
-            "health.path",
-            format!("{path:?} is not an absolute request path (\"\" disables health checks)"),
-        );
-    }
-    HealthConfig {
-        path,
-        interval: p.millis(
-            "health.interval_ms",
-            raw.interval_ms,
-            10_000,
-            100..=3_600_000,
-        ),
-    }
 }
 
 fn socket_addr(p: &mut Problems<'_>, path: &str, s: &str) -> Option<SocketAddr> {
