@@ -487,12 +487,9 @@ fn level(reason: Reason, s: &Signals, t: &Thresholds, margin: f64) -> Level {
 
 /// Seconds as `1.2s` / `500ms`, rounded to the millisecond.
 fn secs_text(secs: f64) -> String {
-    if secs.is_finite() && secs >= 0.0 {
-        let ms = (secs * 1000.0).round();
-        format!(
-            "{:?}",
-            Duration::from_millis(ms.min(u64::MAX as f64) as u64)
-        )
+    let ms = (secs * 1000.0).round();
+    if ms.is_finite() && ms >= 0.0 {
+        format!("{:?}", Duration::from_millis(ms as u64)) // `as` saturates
     } else {
         format!("{secs}s")
     }
