@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod classify;
 pub mod config;
+pub mod degrade;
 pub mod demo;
 pub mod forward;
 pub mod listener;
