@@ -53,15 +53,21 @@ pub enum Rejection {
     Shed,
     /// The route's token bucket is empty.
     RateLimited,
+    /// The circuit breaker is open (or half-open with every probe slot taken).
+    CircuitOpen,
+    /// Degradation mode refuses this priority.
+    Degraded,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 5] = [
+    pub const ALL: [Rejection; 7] = [
         Rejection::QueueFull,
         Rejection::Displaced,
         Rejection::QueueTimeout,
         Rejection::Shed,
         Rejection::RateLimited,
+        Rejection::CircuitOpen,
+        Rejection::Degraded,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -72,11 +78,21 @@ impl Rejection {
             Rejection::QueueTimeout => "queue_timeout",
             Rejection::Shed => "shed",
             Rejection::RateLimited => "rate_limited",
+            Rejection::CircuitOpen => "circuit_open",
+            Rejection::Degraded => "degraded",
         }
     }
 
     pub fn index(self) -> usize {
         self as usize
+    }
+
+    /// Refusals that say the class itself is over capacity (the shed-rate signal).
+    pub fn is_overload(self) -> bool {
+        matches!(
+            self,
+            Rejection::QueueFull | Rejection::Displaced | Rejection::QueueTimeout | Rejection::Shed
+        )
     }
 }
 

@@ -44,7 +44,9 @@ impl Refusal {
                 Rejection::QueueFull
                 | Rejection::Displaced
                 | Rejection::QueueTimeout
-                | Rejection::Shed => StatusCode::SERVICE_UNAVAILABLE,
+                | Rejection::Shed
+                | Rejection::CircuitOpen
+                | Rejection::Degraded => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }
@@ -76,6 +78,12 @@ impl Refusal {
                     "the service is overloaded; this request would not be served in time"
                 }
                 Rejection::RateLimited => "rate limit exceeded",
+                Rejection::CircuitOpen => {
+                    "the application is failing; requests are paused while it recovers"
+                }
+                Rejection::Degraded => {
+                    "the service is degraded and serving only its most important requests"
+                }
             },
         }
     }
@@ -92,7 +100,9 @@ impl Refusal {
                 Rejection::QueueFull
                 | Rejection::Displaced
                 | Rejection::QueueTimeout
-                | Rejection::Shed,
+                | Rejection::Shed
+                | Rejection::CircuitOpen
+                | Rejection::Degraded,
             ) => Outcome::Rejected,
         }
     }

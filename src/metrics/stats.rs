@@ -31,10 +31,12 @@ pub enum Outcome {
     Rejected,
     /// Refused by a rate limit (429).
     RateLimited,
+    /// Answered by sluice with the route's fallback while degraded.
+    Fallback,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Success,
         Outcome::ClientError,
         Outcome::ServerError,
@@ -43,6 +45,7 @@ impl Outcome {
         Outcome::Cancelled,
         Outcome::Rejected,
         Outcome::RateLimited,
+        Outcome::Fallback,
     ];
     const COUNT: usize = Self::ALL.len();
 
@@ -55,6 +58,7 @@ impl Outcome {
             Outcome::GatewayTimeout => "gateway_timeout",
             Outcome::Cancelled => "cancelled",
             Outcome::Rejected => "rejected",
+            Outcome::Fallback => "fallback",
             Outcome::RateLimited => "rate_limited",
         }
     }
