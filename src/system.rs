@@ -1,101 +1,98 @@
-//! Readings of the process and its cgroup: resident memory, the memory limit, CPUs
-//! available, open file descriptors. Parsing is pure and tested on fixture text; only
-//! [`SystemReading::read`] touches `/proc` and `/sys`.
+//! Resource readings of the process and its cgroup: CPU quota, usage and throttling,
+//! memory (RSS, cgroup usage, working set, limit), file descriptors.
+//!
+//! - [`parse`] is pure text-in, number-out; garbage gives `None`.
+//! - [`CgroupFs`] and [`ProcFs`] own every file read, rooted where tests point them.
+//! - [`CpuMeter`] turns a cumulative CPU counter into a ratio; pure, caller's clock.
+//! - [`SystemMonitor`] samples all of it on an interval ([`run`]) and keeps the latest
+//!   [`SystemSnapshot`] for the JSON endpoint, metrics ([`SystemCollector`]) and signals.
+//!
+//! Nothing here guesses: a value that cannot be read is `None` and its metric is omitted.
 
-use std::path::Path;
-
-/// One reading. `None` means "could not be read here", never a guess.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SystemReading {
-    /// CPUs this process may use (cgroup quota aware, rounded up).
-    pub cpu_count: usize,
-    /// Resident set size.
-    pub memory_usage_bytes: Option<u64>,
-    /// The cgroup memory limit; `None` when there is none or it cannot be read.
-    pub memory_limit_bytes: Option<u64>,
-    pub open_fds: Option<u64>,
-}
-
-impl SystemReading {
-    pub fn read() -> SystemReading {
-        let file = |p: &str| std::fs::read_to_string(p).ok();
-        SystemReading {
-            cpu_count: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            memory_usage_bytes: file("/proc/self/status").as_deref().and_then(parse_vm_rss),
-            memory_limit_bytes: memory_limit(Path::new("/sys/fs/cgroup")),
-            open_fds: std::fs::read_dir("/proc/self/fd")
-                .ok()
-                .map(|d| d.count() as u64),
-        }
-    }
-}
-
-/// `VmRSS:   1234 kB` from `/proc/self/status`, in bytes.
-pub fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// The memory limit under a cgroup mount: v2 `memory.max`, else v1
-/// `memory/memory.limit_in_bytes`. "max" or v1's huge sentinel mean no limit.
-pub fn memory_limit(cgroup_root: &Path) -> Option<u64> {
-    if let Ok(v2) = std::fs::read_to_string(cgroup_root.join("memory.max")) {
-        return parse_limit(&v2);
-    }
-    std::fs::read_to_string(cgroup_root.join("memory/memory.limit_in_bytes"))
-        .ok()
-        .as_deref()
-        .and_then(parse_limit)
-}
-
-fn parse_limit(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if s == "max" {
-        return None;
-    }
-    // cgroup v1 reports "no limit" as a page-rounded i64::MAX.
-    s.parse::<u64>().ok().filter(|&v| v < (1 << 62))
-}
-
+mod cgroup;
+mod collector;
+mod meter;
+mod monitor;
+pub mod parse;
+mod proc;
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
 
-    #[test]
-    fn vm_rss_parses_kib() {
-        let status = "Name:\tsluice\nVmPeak:\t  9000 kB\nVmRSS:\t    2048 kB\nThreads: 3\n";
-        assert_eq!(parse_vm_rss(status), Some(2 * 1024 * 1024));
-        assert_eq!(parse_vm_rss("Name: x\n"), None);
+pub use cgroup::{CgroupFs, CgroupMemory, CpuSource, CpuUsage};
+pub use collector::SystemCollector;
+pub use meter::CpuMeter;
+pub use monitor::{run, SystemMonitor, TaskCount, MIN_INTERVAL};
+/// `VmRSS` of a `/proc/<pid>/status` text, in bytes (kept for `tests/streaming.rs`).
+pub use parse::vm_rss as parse_vm_rss;
+pub use proc::ProcFs;
+
+use serde::Serialize;
+
+/// One reading of everything. `None` means "could not be read here", never a guess.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SystemSnapshot {
+    /// CPUs this process may use: the cgroup quota rounded up, at least 1, at most
+    /// `std::thread::available_parallelism`.
+    pub cpu_count: usize,
+    /// The cgroup CPU quota in cores, fractional (0.5 = half a core); `None` = no quota.
+    pub cpu_quota_cores: Option<f64>,
+    /// Share of the quota (or, without one, of the available cores) used since the
+    /// previous sample. `None` on the first sample and after a counter reset.
+    pub cpu_usage_ratio: Option<f64>,
+    /// Cumulative CPU time of the cgroup (or of this process without one), seconds.
+    pub cpu_usage_seconds_total: Option<f64>,
+    /// Where `cpu_usage_seconds_total` came from.
+    pub cpu_usage_source: Option<CpuSource>,
+    /// CFS periods in which the cgroup was throttled.
+    pub cpu_throttled_periods_total: Option<u64>,
+    /// Time the cgroup spent throttled, seconds.
+    pub cpu_throttled_seconds_total: Option<f64>,
+    /// Resident set size of this process (`VmRSS`), bytes. The name predates the cgroup
+    /// fields and is kept for `/api/v1/performance/concurrency`.
+    pub memory_usage_bytes: Option<u64>,
+    /// The cgroup's memory usage including page cache, bytes.
+    pub memory_cgroup_usage_bytes: Option<u64>,
+    /// Cgroup usage minus inactive file cache, bytes: the number kubelet evicts on.
+    pub memory_working_set_bytes: Option<u64>,
+    /// The cgroup memory limit, bytes; `None` when there is none.
+    pub memory_limit_bytes: Option<u64>,
+    /// File descriptors open in this process.
+    pub open_fds: Option<u64>,
+    /// The soft limit on open file descriptors; `None` when unlimited or unreadable.
+    pub max_fds: Option<u64>,
+    /// Live tokio tasks, from the count function given to the monitor, if any.
+    pub tokio_tasks: Option<usize>,
+}
+
+/// The former name of [`SystemSnapshot`], still used by the JSON report.
+pub type SystemReading = SystemSnapshot;
+
+impl SystemSnapshot {
+    /// A one-off reading of this process and its cgroup (no CPU ratio: that needs two).
+    pub fn read() -> SystemSnapshot {
+        SystemMonitor::detect().read()
     }
 
-    #[test]
-    fn cgroup_limits_from_fixture_trees() {
-        let dir = std::env::temp_dir().join(format!("sluice-cg-{}", std::process::id()));
-        let v2 = dir.join("v2");
-        let v1 = dir.join("v1");
-        std::fs::create_dir_all(&v2).unwrap_or_default();
-        std::fs::create_dir_all(v1.join("memory")).unwrap_or_default();
-        std::fs::write(v2.join("memory.max"), "536870912\n").unwrap_or_default();
-        assert_eq!(memory_limit(&v2), Some(512 << 20));
-        std::fs::write(v2.join("memory.max"), "max\n").unwrap_or_default();
-        assert_eq!(memory_limit(&v2), None);
-        std::fs::write(
-            v1.join("memory/memory.limit_in_bytes"),
-            "9223372036854771712\n",
-        )
-        .unwrap_or_default();
-        assert_eq!(memory_limit(&v1), None);
-        std::fs::write(v1.join("memory/memory.limit_in_bytes"), "268435456\n").unwrap_or_default();
-        assert_eq!(memory_limit(&v1), Some(256 << 20));
-        assert_eq!(memory_limit(&dir.join("absent")), None);
-        let _ = std::fs::remove_dir_all(&dir);
+    /// Memory in use over the limit: the working set when known, else RSS. `None`
+    /// without a limit.
+    pub fn memory_ratio(&self) -> Option<f64> {
+        let used = self.memory_working_set_bytes.or(self.memory_usage_bytes)?;
+        ratio(used, self.memory_limit_bytes?)
     }
 
-    #[test]
-    fn live_reading_has_cpus_and_memory() {
-        let r = SystemReading::read();
-        assert!(r.cpu_count >= 1);
-        assert!(r.memory_usage_bytes.unwrap_or(0) > 0);
+    /// Open file descriptors over the soft limit.
+    pub fn fd_ratio(&self) -> Option<f64> {
+        ratio(self.open_fds?, self.max_fds?)
     }
+}
+
+fn ratio(used: u64, limit: u64) -> Option<f64> {
+    (limit > 0).then(|| used as f64 / limit as f64)
+}
+
+/// Whole CPUs for a quota: rounded up, at least 1, at most `available`.
+pub fn cpu_count(quota_cores: Option<f64>, available: usize) -> usize {
+    let available = available.max(1);
+    // `as` saturates: a huge quota gives usize::MAX, NaN gives 0; clamp fixes both.
+    quota_cores.map_or(available, |q| (q.ceil() as usize).clamp(1, available))
 }
