@@ -21,6 +21,11 @@
 //! - A [`Transition`] is returned only when the degraded flag flips; a mode change that
 //!   keeps the flag returns `None`.
 
+pub mod sample;
+mod shell;
+
+pub use shell::{Degradation, Pressure, View};
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -285,6 +290,10 @@ impl Controller {
         let was = self.is_degraded();
         self.mode = mode;
         self.publish(was, now)
+    }
+
+    pub fn settings(&self) -> &DegradeSettings {
+        &self.settings
     }
 
     pub fn mode(&self) -> Mode {

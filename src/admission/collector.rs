@@ -7,7 +7,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
 use std::sync::Arc;
 
-const FAMILIES: [(&str, &str, &[&str]); 4] = [
+const FAMILIES: [(&str, &str, &[&str]); 5] = [
     (
         "sluice_queue_depth",
         "Requests waiting for a concurrency slot, by class and priority.",
@@ -17,6 +17,11 @@ const FAMILIES: [(&str, &str, &[&str]); 4] = [
         "sluice_queue_wait_seconds",
         "Time admitted requests waited in the queue, by class and priority.",
         &["class", "priority"],
+    ),
+    (
+        "sluice_upstream_response_seconds",
+        "Time from sending a request to the app's response head, by class (admitted requests).",
+        &["class"],
     ),
     (
         "sluice_concurrency_limit",
@@ -63,8 +68,11 @@ impl Collector for AdmissionCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let (mut depth, mut waits, mut limits, mut rejections) = (vec![], vec![], vec![], vec![]);
+        let mut upstream = vec![];
         for g in &self.admission.gates {
             let class = g.config.name.as_str();
+            let u = g.stats.upstream.snapshot();
+            upstream.push(histogram(&[("class", class)], u.bounds, &u.counts, u.sum_seconds));
             limits.push(gauge(&[("class", class)], g.limit() as f64));
             let queued = g.queued_by_priority();
             for p in Priority::ALL {
@@ -88,13 +96,14 @@ impl Collector for AdmissionCollector {
         let kinds = [
             MetricType::GAUGE,
             MetricType::HISTOGRAM,
+            MetricType::HISTOGRAM,
             MetricType::GAUGE,
             MetricType::COUNTER,
         ];
         FAMILIES
             .iter()
             .zip(kinds)
-            .zip([depth, waits, limits, rejections])
+            .zip([depth, waits, upstream, limits, rejections])
             .map(|(((name, help, _), kind), metrics)| family(name, help, kind, metrics))
             .collect()
     }

@@ -393,6 +393,7 @@ impl Gate {
     }
 
     fn record(&self, rtt: Duration, overload: bool) {
+        self.stats.upstream.observe(rtt);
         let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
         let w = &self.window;
         w.samples.fetch_add(1, Relaxed);

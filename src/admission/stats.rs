@@ -16,6 +16,8 @@ pub struct GateStats {
     admitted: [AtomicU64; 5],
     rejected: [[AtomicU64; Rejection::COUNT]; 5],
     pub waits: [AtomicHistogram; 5],
+    /// Time from sending to the app's response head, for admitted requests.
+    pub upstream: AtomicHistogram,
 }
 
 impl Default for GateStats {
@@ -24,6 +26,7 @@ impl Default for GateStats {
             admitted: Default::default(),
             rejected: Default::default(),
             waits: std::array::from_fn(|_| AtomicHistogram::new(&WAIT_BUCKETS)),
+            upstream: AtomicHistogram::new(&crate::metrics::DURATION_BUCKETS),
         }
     }
 }
@@ -54,5 +57,6 @@ impl GateStats {
         for h in &self.waits {
             h.reset();
         }
+        self.upstream.reset();
     }
 }
