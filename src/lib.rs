@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod api;
 pub mod app;
+pub mod breaker;
 pub mod classify;
 pub mod config;
 pub mod degrade;
