@@ -17,16 +17,25 @@ use http_body_util::Full;
 pub const CONCURRENCY_PATH: &str = "/api/v1/performance/concurrency";
 pub const HEALTH_PATH: &str = "/api/v1/performance/concurrency/health";
 pub const RESET_PATH: &str = "/api/v1/admin/performance/concurrency/reset";
+pub const DEGRADATION_PATH: &str = "/api/v1/admin/performance/degradation";
+pub const BREAKER_RESET_PATH: &str = "/api/v1/admin/performance/circuit-breaker/reset";
 
 type Reply = Response<Full<Bytes>>;
 
 /// True for the paths sluice answers itself on the main listener.
 pub fn is_own_path(path: &str) -> bool {
-    path == CONCURRENCY_PATH || path == HEALTH_PATH || path == RESET_PATH
+    matches!(
+        path,
+        CONCURRENCY_PATH | HEALTH_PATH | RESET_PATH | DEGRADATION_PATH | BREAKER_RESET_PATH
+    )
 }
 
 /// Answers one of the [`is_own_path`] endpoints.
-pub async fn handle<B>(shared: &Shared, req: Request<B>) -> Reply {
+pub async fn handle<B>(shared: &Shared, req: Request<B>) -> Reply
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let path = req.uri().path();
     if !shared.config.concurrency.enabled {
         return json(
@@ -50,14 +59,30 @@ pub async fn handle<B>(shared: &Shared, req: Request<B>) -> Reply {
             };
             json(status, &body)
         }
-        (RESET_PATH, &Method::POST) => reset(shared, &req),
-        (RESET_PATH, _) => method_not_allowed("POST"),
+        (RESET_PATH, &Method::POST) => match authorize(shared, &req) {
+            Some(refusal) => refusal,
+            None => reset(shared),
+        },
+        (DEGRADATION_PATH, &Method::GET | &Method::POST) => match authorize(shared, &req) {
+            Some(refusal) => refusal,
+            None => degradation(shared, req).await,
+        },
+        (BREAKER_RESET_PATH, &Method::POST) => match authorize(shared, &req) {
+            Some(refusal) => refusal,
+            None => reset_breakers(shared),
+        },
+        (RESET_PATH | BREAKER_RESET_PATH, _) => method_not_allowed("POST"),
+        (DEGRADATION_PATH, _) => method_not_allowed("GET, POST"),
         _ => method_not_allowed("GET, HEAD"),
     }
 }
 
 /// Answers a request on the observability listener.
-pub async fn handle_observability<B>(shared: &Shared, req: Request<B>) -> Reply {
+pub async fn handle_observability<B>(shared: &Shared, req: Request<B>) -> Reply
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     match req.uri().path() {
         "/metrics" => match shared.metrics.render() {
             Ok(text) => {
@@ -88,13 +113,17 @@ fn readyz(shared: &Shared) -> Reply {
     if shared.is_draining() {
         reasons.push("draining".to_string());
     }
-    match shared.health.verdict() {
-        Verdict::Up => {}
-        Verdict::Unknown => reasons.push("upstream not probed yet".to_string()),
-        Verdict::Down => reasons.push(format!(
-            "upstream down: {}",
-            shared.health.detail().last_error.unwrap_or_default()
-        )),
+    // With `ready_requires_upstream = false` the pod stays in the Service while the app
+    // is down (sluice then answers with its own refusals).
+    if shared.config.health.ready_requires_upstream {
+        match shared.health.verdict() {
+            Verdict::Up => {}
+            Verdict::Unknown => reasons.push("upstream not probed yet".to_string()),
+            Verdict::Down => reasons.push(format!(
+                "upstream down: {}",
+                shared.health.detail().last_error.unwrap_or_default()
+            )),
+        }
     }
     let ready = reasons.is_empty();
     let status = if ready {
@@ -108,36 +137,40 @@ fn readyz(shared: &Shared) -> Reply {
     )
 }
 
-fn reset<B>(shared: &Shared, req: &Request<B>) -> Reply {
+/// Admin endpoints need the bearer token; without a configured token they do not exist.
+/// `Some(refusal)` unless the request carries the admin token.
+fn authorize<B>(shared: &Shared, req: &Request<B>) -> Option<Reply> {
     let Some(token) = shared.config.admin.token.as_ref() else {
-        // No token configured: the admin API does not exist.
         let why = shared
             .config
             .admin
             .disabled
             .as_deref()
             .unwrap_or("no token");
-        return json(
+        return Some(json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": "not_found", "message": format!("admin API disabled: {why}")}),
-        );
+        ));
     };
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-    let authorized = presented.is_some_and(|p| constant_time_eq(p, token.expose().as_bytes()));
-    if !authorized {
-        let mut r = json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}),
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"sluice\""),
-        );
-        return r;
+    if presented.is_some_and(|p| constant_time_eq(p, token.expose().as_bytes())) {
+        return None;
     }
+    let mut r = json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}),
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"sluice\""),
+    );
+    Some(r)
+}
+
+fn reset(shared: &Shared) -> Reply {
     shared.metrics.reset();
     shared.admission.reset();
     tracing::info!("concurrency metrics reset through the admin API");
@@ -145,6 +178,80 @@ fn reset<B>(shared: &Shared, req: &Request<B>) -> Reply {
         StatusCode::OK,
         &serde_json::json!({"message": "Concurrency metrics reset successfully"}),
     )
+}
+
+fn reset_breakers(shared: &Shared) -> Reply {
+    let Some(breakers) = &shared.breakers else {
+        return json(
+            StatusCode::CONFLICT,
+            &serde_json::json!({"error": "circuit_breaker_disabled", "message": "circuit_breaker.enabled is false"}),
+        );
+    };
+    let closed = breakers.reset(tokio::time::Instant::now());
+    tracing::warn!(closed, "circuit breakers reset through the admin API");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"message": "Circuit breakers closed", "closed": closed}),
+    )
+}
+
+/// Largest admin request body read.
+const MAX_ADMIN_BODY: usize = 4096;
+
+/// `GET`: the current mode and state. `POST` with `?mode=` or `{"mode": …}`: sets the
+/// override (`auto`, `force_on`, `force_off`).
+async fn degradation<B>(shared: &Shared, req: Request<B>) -> Reply
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use crate::degrade::Mode;
+    let bad = |message: String| {
+        json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": "bad_request", "message": message}),
+        )
+    };
+    if req.method() == Method::POST {
+        let from_query = req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("mode="))
+                .map(str::to_owned)
+        });
+        let mode = match from_query {
+            Some(m) => m,
+            None => {
+                let body = http_body_util::Limited::new(req.into_body(), MAX_ADMIN_BODY);
+                let bytes = match http_body_util::BodyExt::collect(body).await {
+                    Ok(c) => c.to_bytes(),
+                    Err(_) => {
+                        return bad(format!(
+                            "body missing, unreadable or over {MAX_ADMIN_BODY} bytes"
+                        ))
+                    }
+                };
+                #[derive(serde::Deserialize)]
+                struct Body {
+                    mode: String,
+                }
+                match serde_json::from_slice::<Body>(&bytes) {
+                    Ok(b) => b.mode,
+                    Err(e) => {
+                        return bad(format!(
+                            "expected ?mode=… or a JSON body {{\"mode\": \"auto\"|\"force_on\"|\"force_off\"}}: {e}"
+                        ))
+                    }
+                }
+            }
+        };
+        match mode.parse::<Mode>() {
+            Ok(m) => {
+                shared.degradation.set_mode(m, tokio::time::Instant::now());
+            }
+            Err(e) => return bad(e.to_string()),
+        }
+    }
+    json(StatusCode::OK, &report::degradation(shared))
 }
 
 /// Compares in time that depends only on the lengths, not on where bytes differ.

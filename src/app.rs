@@ -5,12 +5,16 @@
 //! upstream pool). Tasks on the caller's runtime: the observability listener and the
 //! active health checks. Everything stops through one shutdown signal.
 
-use crate::admission::{Admission, AdmissionCollector};
+use crate::admission::{Admission, AdmissionCollector, Rejection};
+use crate::breaker::{Breakers, ResilienceCollector};
 use crate::classify::Classifier;
 use crate::config::Config;
+use crate::degrade::sample::{Bounds, Counters, Sampler};
+use crate::degrade::{Degradation, Pressure};
 use crate::listener::{self, ServeSettings};
 use crate::metrics::Metrics;
 use crate::proxy::Worker;
+use crate::system::{SystemCollector, SystemMonitor};
 use crate::upstream::health::{self, UpstreamHealth};
 use crate::upstream::{Pool, PoolSettings};
 use hyper_util::rt::TokioIo;
@@ -49,12 +53,18 @@ pub struct Shared {
     pub classifier: Classifier,
     pub metrics: Metrics,
     pub health: Arc<UpstreamHealth>,
+    /// `None` when `circuit_breaker.enabled = false`.
+    pub breakers: Option<Arc<Breakers>>,
+    pub degradation: Arc<Degradation>,
+    pub system: Arc<SystemMonitor>,
+    /// Last good responses of routes with a `last_good` fallback.
+    pub last_good: crate::fallback::LastGood,
     /// Every worker's upstream pool, for the JSON endpoints.
     pub pools: Vec<Arc<Pool>>,
     pub workers: usize,
     pub started: Instant,
     draining: AtomicBool,
-    runtimes: Mutex<Vec<tokio::runtime::Handle>>,
+    runtimes: Arc<Mutex<Vec<tokio::runtime::Handle>>>,
 }
 
 impl Shared {
@@ -64,16 +74,19 @@ impl Shared {
 
     /// Tasks alive across sluice's runtimes (the JSON's `goroutine_count`).
     pub fn tokio_tasks_alive(&self) -> usize {
-        let worker_tasks: usize = self
-            .runtimes
-            .lock()
-            .map(|r| r.iter().map(|h| h.metrics().num_alive_tasks()).sum())
-            .unwrap_or(0);
-        let control = tokio::runtime::Handle::try_current()
-            .map(|h| h.metrics().num_alive_tasks())
-            .unwrap_or(0);
-        worker_tasks + control
+        tasks_alive(&self.runtimes)
     }
+}
+
+fn tasks_alive(runtimes: &Mutex<Vec<tokio::runtime::Handle>>) -> usize {
+    let worker_tasks: usize = runtimes
+        .lock()
+        .map(|r| r.iter().map(|h| h.metrics().num_alive_tasks()).sum())
+        .unwrap_or(0);
+    let control = tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_alive_tasks())
+        .unwrap_or(0);
+    worker_tasks + control
 }
 
 /// A running sluice.
@@ -170,6 +183,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics.upstream_errors.body.clone(),
     );
     let health = Arc::new(UpstreamHealth::new(&config.health));
+    let now = Instant::now();
+    let breakers = Breakers::new(&config.circuit_breaker, &config.classes, now).map(Arc::new);
+    let degradation = Arc::new(Degradation::new(config.degradation.clone(), now));
+    metrics.register(Box::new(ResilienceCollector::new(
+        breakers.clone(),
+        degradation.clone(),
+    )))?;
+    let runtimes = Arc::new(Mutex::new(Vec::new()));
+    let system = {
+        let runtimes = runtimes.clone();
+        Arc::new(SystemMonitor::detect().with_tokio_tasks(move || tasks_alive(&runtimes)))
+    };
+    // A first reading now, so the endpoints never show an empty one.
+    system.sample(now);
+    metrics.register(Box::new(SystemCollector::new(system.clone())))?;
     let settings = ServeSettings {
         header_read_timeout: config.listener.header_read_timeout,
         max_header_bytes: config.listener.max_header_bytes,
@@ -183,11 +211,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         classifier,
         metrics,
         health: health.clone(),
+        breakers,
+        degradation,
+        system,
+        last_good: crate::fallback::LastGood::new(&config.routes),
         pools: pools.clone(),
         workers,
-        started: Instant::now(),
+        started: now,
         draining: AtomicBool::new(false),
-        runtimes: Mutex::new(Vec::new()),
+        runtimes,
         config,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -257,6 +289,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             shutdown_rx.clone(),
         )));
     }
+    tasks.push(tokio::spawn(crate::system::run(
+        shared.system.clone(),
+        SYSTEM_INTERVAL,
+        shutdown_rx.clone(),
+    )));
+    {
+        let shared = shared.clone();
+        let shutdown_rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let sampler = Sampler::new(
+                SIGNAL_SPAN,
+                Bounds {
+                    waits: &crate::admission::WAIT_BUCKETS,
+                    upstream: &crate::metrics::DURATION_BUCKETS,
+                },
+            );
+            let read = || (counters(&shared), pressure(&shared));
+            shared.degradation.run(sampler, read, shutdown_rx).await;
+        }));
+    }
     if let Some(why) = &shared.config.admin.disabled {
         tracing::warn!(reason = %why, "admin API disabled (answers 404)");
     }
@@ -269,6 +321,62 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         workers: done,
         tasks,
     })
+}
+
+/// How often the system monitor reads the cgroup and `/proc`.
+const SYSTEM_INTERVAL: Duration = Duration::from_secs(1);
+/// The span degradation signals are measured over.
+const SIGNAL_SPAN: Duration = Duration::from_secs(1);
+
+/// The running totals degradation signals are computed from.
+fn counters(shared: &Shared) -> Counters {
+    let mut c = Counters::default();
+    let mut upstream: Vec<u64> = Vec::new();
+    for g in &shared.admission.gates {
+        let mut waits: Vec<u64> = Vec::new();
+        for p in crate::priority::Priority::ALL {
+            c.decided += g.stats.admitted_count(p);
+            for r in Rejection::ALL.into_iter().filter(|r| r.is_overload()) {
+                let n = g.stats.rejected_count(p, r);
+                c.decided += n;
+                c.shed += n;
+            }
+            add_counts(&mut waits, &g.stats.waits[p.index()].snapshot().counts);
+        }
+        c.waits.push(waits);
+        add_counts(&mut upstream, &g.stats.upstream.snapshot().counts);
+    }
+    c.upstream = upstream;
+    let snap = shared.metrics.requests.snapshot();
+    for class in &snap.classes {
+        use crate::metrics::Outcome;
+        let failed = class.count(Outcome::ServerError)
+            + class.count(Outcome::BadGateway)
+            + class.count(Outcome::GatewayTimeout);
+        c.failures += failed;
+        c.responses += failed + class.count(Outcome::Success) + class.count(Outcome::ClientError);
+    }
+    c
+}
+
+fn add_counts(into: &mut Vec<u64>, from: &[u64]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), 0);
+    }
+    for (a, b) in into.iter_mut().zip(from) {
+        *a += b;
+    }
+}
+
+fn pressure(shared: &Shared) -> Pressure {
+    Pressure {
+        breaker_open: shared
+            .breakers
+            .as_ref()
+            .is_some_and(|b| b.any_open(Instant::now())),
+        cpu_ratio: shared.system.cpu_ratio(),
+        memory_ratio: shared.system.memory_ratio(),
+    }
 }
 
 fn host_of(addr: &str) -> String {

@@ -17,9 +17,14 @@
 //! count can race a failure incrementing it. Probe slots and transitions are exact: they
 //! are decided under the lock, each transition checking the generation it was decided on.
 
+mod collector;
+mod shell;
 #[cfg(test)]
 mod tests;
 mod window;
+
+pub use collector::ResilienceCollector;
+pub use shell::{Breakers, Call, Named};
 
 use std::sync::atomic::{
     AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,

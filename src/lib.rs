@@ -11,6 +11,7 @@ pub mod classify;
 pub mod config;
 pub mod degrade;
 pub mod demo;
+pub mod fallback;
 pub mod forward;
 pub mod listener;
 pub mod metrics;

@@ -6,12 +6,16 @@
 //!    connection; the body streams as it arrives;
 //! 4. **respond**: the app's response head, minus hop-by-hop headers, or sluice's own
 //!    refusal ([`crate::rejection`]) when the app cannot be reached or is too slow;
-//! 5. **learn**: the outcome and the time to the response head go to the metrics.
+//! 5. **learn**: the outcome and the time to the response head go to the metrics, the
+//!    circuit breaker, passive health tracking and the adaptive limit.
 //!
-//! Admission (queues, limits, breaker) slots in between 2 and 3 in a later stage.
+//! Between 2 and 3, admission, each refusal cheap and explicit: degradation (a route's
+//! fallback, or a refusal below the configured priority) → circuit breaker → rate limit
+//! → the class's concurrency gate and priority queue.
 
-use crate::admission::{Permit, Refused};
+use crate::admission::{Permit, Refused, Rejection};
 use crate::app::Shared;
+use crate::breaker::{CallResult, Named};
 use crate::classify::Class;
 use crate::forward;
 use crate::metrics::Outcome;
@@ -24,6 +28,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -108,6 +113,26 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
         done: false,
     };
     let id = forward::request_id(req.headers(), &w.ids);
+    if !class.bypass && shared.degradation.is_degraded() {
+        if let Some(resp) = crate::fallback::serve(shared, class, &req, &id) {
+            shared.degradation.fallbacks.fetch_add(1, Relaxed);
+            record.finish(Outcome::Fallback);
+            return resp.map(Either::Right);
+        }
+        if shared.degradation.refuses(class.priority) {
+            shared.degradation.refused.fetch_add(1, Relaxed);
+            return refuse(shared, record, &id, Rejection::Degraded, DEGRADED_RETRY);
+        }
+    }
+    let call = match breaker(shared, class) {
+        None => None,
+        Some(b) => match b.acquire(start) {
+            Ok(call) => Some(call),
+            Err(wait) => {
+                return refuse(shared, record, &id, Rejection::CircuitOpen, wait);
+            }
+        },
+    };
     let mut permit = match admit(w, class, peer, req.headers(), start).await {
         Ok(permit) => permit,
         Err(refused) => {
@@ -122,6 +147,7 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
     let client_upgrade = (req.version() == http::Version::HTTP_11
         && forward::is_upgrade(req.headers()))
     .then(|| hyper::upgrade::on(&mut req));
+    let store = crate::fallback::key_for(shared, class, &req);
     let (mut parts, body) = req.into_parts();
     forward::request_head(&mut parts, peer.ip(), w.proto, &id);
     let body = IdleTimeout::new(body, shared.config.upstream.body_idle_timeout);
@@ -144,6 +170,18 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
             if let Some(p) = &permit {
                 p.record(rtt, status == StatusCode::SERVICE_UNAVAILABLE);
             }
+            shared.health.observe_request(true);
+            if let Some(call) = call {
+                let failed = shared
+                    .breakers
+                    .as_ref()
+                    .is_some_and(|b| b.is_failure_status(status));
+                call.finish(if failed {
+                    CallResult::Failure
+                } else {
+                    CallResult::Success(rtt)
+                });
+            }
             forward::strip_hop_by_hop(
                 resp.headers_mut(),
                 status == StatusCode::SWITCHING_PROTOCOLS,
@@ -154,6 +192,9 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
             if let Some(p) = permit {
                 resp.body_mut().hold(p);
             }
+            if let Some(key) = store {
+                crate::fallback::capture(shared, class, key, &mut resp);
+            }
             record.finish(Outcome::from_status(status));
             resp.map(Either::Left)
         }
@@ -161,6 +202,13 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
             if let Some(p) = &permit {
                 p.record(rtt, true);
             }
+            if let Some(call) = call {
+                call.finish(CallResult::Failure);
+            }
+            shared.health.observe_request(!matches!(
+                e,
+                UpstreamError::Connect(_) | UpstreamError::ConnectTimeout
+            ));
             let refusal = Refusal::from(&e);
             count_upstream_error(shared, &e);
             if let Some(held) = w.error_log.allow() {
@@ -175,6 +223,10 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
             if let Some(p) = &permit {
                 p.record(rtt, true);
             }
+            if let Some(call) = call {
+                call.finish(CallResult::Failure);
+            }
+            shared.health.observe_request(false);
             shared.metrics.upstream_errors.timeout.inc();
             if let Some(held) = w.error_log.allow() {
                 tracing::warn!(request_id = ?id, route = %route_name(shared, class), timeout = ?class.timeout, similar_lines_held_back = held, "upstream response head timed out");
@@ -206,7 +258,8 @@ async fn admit(
         return Ok(None);
     };
     let key = admission.key_of(&gate.config.fair_key, peer.ip(), headers);
-    let deadline = start + class.timeout.min(gate.config.queue_timeout);
+    let queue_timeout = shared.degradation.queue_timeout(gate.config.queue_timeout);
+    let deadline = start + class.timeout.min(queue_timeout);
     gate.admit(class.priority, key, deadline).await.map(Some)
 }
 
@@ -237,6 +290,38 @@ async fn upgrade(
         });
     }
     Ok(resp.map(|b| w.pool.unpooled_body(b)))
+}
+
+/// `Retry-After` for requests refused because sluice is degraded: degradation lasts at
+/// least its exit hold, so coming back much sooner is pointless.
+const DEGRADED_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The breaker this request's class uses, unless the route bypasses admission.
+fn breaker(shared: &Shared, class: Class) -> Option<&Named> {
+    if class.bypass {
+        return None;
+    }
+    shared.breakers.as_ref()?.for_class(class.class)
+}
+
+/// Refuses before queueing (degraded, breaker open), counting it like any refusal.
+fn refuse(
+    shared: &Shared,
+    record: Record<'_>,
+    id: &http::HeaderValue,
+    reason: Rejection,
+    retry_after: std::time::Duration,
+) -> Response<ResponseBody> {
+    if let Some(g) = shared.admission.gate(record.class.class) {
+        g.stats.rejected(record.class.priority, reason);
+    }
+    let refusal = Refusal::Admission(reason);
+    record.finish(refusal.outcome());
+    // Retry-After is whole seconds: round up so a client never comes back too early.
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    refusal
+        .response(id, Some(std::time::Duration::from_secs(secs.max(1))))
+        .map(Either::Right)
 }
 
 fn count_upstream_error(shared: &Shared, e: &UpstreamError) {

@@ -11,7 +11,7 @@ mod body;
 pub mod health;
 mod idle;
 
-pub use body::PooledBody;
+pub use body::{Capture, PooledBody};
 pub use idle::{BodyIdleTimeout, IdleTimeout};
 
 use bytes::Bytes;

@@ -24,6 +24,10 @@ addr = "{app}"
 request_timeout_ms = 10000
 [health]
 path = ""
+[degradation]
+# This test is about the limit alone: sustained overload would otherwise (rightly)
+# degrade and refuse the normal-priority load.
+enabled = false
 [classes.db]
 max_concurrent = 200
 min_concurrent = 2

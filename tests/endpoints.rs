@@ -357,7 +357,12 @@ async fn healthz_is_sluice_alone_and_readyz_follows_the_app_and_draining() {
     assert!(back, "ready again after the app recovers");
     let (status, health) = get_json(sluice.addr, HEALTH).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(health["overall_health"], "healthy", "{health}");
+    // Not "healthy": the system component may flag a busy shared test machine.
+    assert_ne!(health["overall_health"], "unhealthy", "{health}");
+    assert_eq!(
+        health["components"]["upstream"]["status"], "healthy",
+        "{health}"
+    );
 
     sluice.begin_drain();
     let (status, body) = ready(&sluice).await;

@@ -72,7 +72,12 @@ impl Collector for AdmissionCollector {
         for g in &self.admission.gates {
             let class = g.config.name.as_str();
             let u = g.stats.upstream.snapshot();
-            upstream.push(histogram(&[("class", class)], u.bounds, &u.counts, u.sum_seconds));
+            upstream.push(histogram(
+                &[("class", class)],
+                u.bounds,
+                &u.counts,
+                u.sum_seconds,
+            ));
             limits.push(gauge(&[("class", class)], g.limit() as f64));
             let queued = g.queued_by_priority();
             for p in Priority::ALL {

@@ -8,10 +8,11 @@ use crate::admission::Rejection;
 use crate::app::Shared;
 use crate::metrics::{quantile, ClassSnapshot, Outcome, StatsSnapshot};
 use crate::priority::Priority;
-use crate::system::SystemReading;
 use crate::upstream::health::Verdict;
 use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
+use tokio::time::Instant;
 
 /// A class is "degraded" above this share of its limit, as the app's own endpoint does.
 const BUSY_RATIO: f64 = 0.8;
@@ -37,13 +38,15 @@ pub(super) fn concurrency(shared: &Shared) -> Value {
         },
         "system_stats": system_stats(shared, &now),
         "connection_pool_stats": pool_stats(shared),
-        "request_handler_stats": request_handler_stats(&snap, &now),
+        "request_handler_stats": request_handler_stats(shared, &snap, &now),
         "classes": classes(shared, &snap),
         "routes": routes(shared, &snap),
         "upstream": upstream(shared),
-        "circuit_breaker": {"enabled": false, "reason": "not built yet"},
-        "degradation": {"enabled": false, "reason": "not built yet"},
-        "background": {"enabled": false, "reason": "not built yet"},
+        "circuit_breaker": circuit_breaker(shared),
+        "degradation": degradation(shared),
+        "fallbacks": fallbacks(shared),
+        "background": {"enabled": false, "reason": "the background task queue is not built yet"},
+        "alerts": alerts(shared),
         "sluice": {
             "version": env!("CARGO_PKG_VERSION"),
             "workers": shared.workers,
@@ -75,16 +78,22 @@ fn concurrency_metrics(shared: &Shared, snap: &StatsSnapshot) -> Value {
 }
 
 fn system_stats(shared: &Shared, now: &str) -> Value {
-    let r = SystemReading::read();
+    let r = shared.system.latest();
     let tasks = shared.tokio_tasks_alive();
     json!({
         "cpu_count": r.cpu_count,
+        "cpu_quota_cores": r.cpu_quota_cores,
+        "cpu_usage_ratio": r.cpu_usage_ratio,
+        "cpu_throttled_seconds_total": r.cpu_throttled_seconds_total,
         "memory_usage_bytes": r.memory_usage_bytes,
+        "memory_working_set_bytes": r.memory_working_set_bytes,
         "memory_limit_bytes": r.memory_limit_bytes,
+        "memory_usage_ratio": r.memory_ratio(),
         // The nearest honest equivalent of the app's goroutine count.
         "goroutine_count": tasks,
         "tokio_tasks_alive": tasks,
         "open_fds": r.open_fds,
+        "max_fds": r.max_fds,
         "last_updated": now,
     })
 }
@@ -105,7 +114,7 @@ fn pool_stats(shared: &Shared) -> Value {
     })
 }
 
-fn request_handler_stats(snap: &StatsSnapshot, now: &str) -> Value {
+fn request_handler_stats(shared: &Shared, snap: &StatsSnapshot, now: &str) -> Value {
     let mut all = ClassSnapshot::default();
     for c in &snap.classes {
         all.inflight += c.inflight;
@@ -127,7 +136,11 @@ fn request_handler_stats(snap: &StatsSnapshot, now: &str) -> Value {
         "cancelled_requests": all.count(Outcome::Cancelled),
         "rejected_requests": all.count(Outcome::Rejected),
         "rate_limited_requests": all.count(Outcome::RateLimited),
-        "degraded_requests": 0,
+        // Requests answered differently because sluice was degraded: refused for their
+        // priority, or given the route's fallback.
+        "degraded_requests": shared.degradation.refused.load(Relaxed)
+            + shared.degradation.fallbacks.load(Relaxed),
+        "fallback_requests": all.count(Outcome::Fallback),
         "average_response_time_ms": ms(all.mean_seconds()),
         "max_response_time_ms": ms(all.max_seconds),
         "last_updated": now,
@@ -252,11 +265,168 @@ fn upstream(shared: &Shared) -> Value {
 }
 
 fn verdict_str(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Unknown => "unknown",
-        Verdict::Up => "up",
-        Verdict::Down => "down",
+    v.as_str()
+}
+
+fn ms_of(d: std::time::Duration) -> f64 {
+    ms(d.as_secs_f64())
+}
+
+fn circuit_breaker(shared: &Shared) -> Value {
+    let Some(b) = &shared.breakers else {
+        return json!({"enabled": false, "reason": "circuit_breaker.enabled is false"});
+    };
+    let now = Instant::now();
+    let c = &b.config;
+    let breakers: Map<String, Value> = b
+        .all
+        .iter()
+        .map(|n| {
+            let s = n.breaker.snapshot(now);
+            let v = json!({
+                "state": s.state.as_str(),
+                "consecutive_failures": s.consecutive_failures,
+                "window": {"calls": s.window_calls, "failures": s.window_failures, "slow": s.window_slow},
+                "trips_since_closed": s.trips,
+                "open_remaining_ms": ms_of(s.open_remaining),
+                "transitions": s.transitions,
+                "last_trip_reason": s.last_trip.map(|r| r.as_str()),
+                "probes_in_flight": s.probes_in_flight,
+                "probe_successes": s.probe_successes,
+                "refused": n.refused(),
+            });
+            (n.name.clone(), v)
+        })
+        .collect();
+    json!({
+        "enabled": true,
+        "scope": match c.scope {
+            crate::config::BreakerScope::Upstream => "upstream",
+            crate::config::BreakerScope::Class => "class",
+        },
+        "settings": {
+            "failure_threshold": c.failure_threshold,
+            "failure_rate": c.failure_rate,
+            "slow_call_rate": c.slow_call_rate,
+            "slow_call_ms": ms_of(c.slow_call),
+            "window_ms": ms_of(c.window),
+            "minimum_calls": c.minimum_calls,
+            "open_ms": ms_of(c.open),
+            "max_open_ms": ms_of(c.max_open),
+            "half_open_probes": c.half_open_probes,
+        },
+        "breakers": breakers,
+    })
+}
+
+pub(super) fn degradation(shared: &Shared) -> Value {
+    let d = &shared.degradation;
+    let v = d.view(Instant::now());
+    let s = &v.snapshot;
+    let sig = &v.signals;
+    let reasons: Vec<&str> = s.reasons.iter().map(|r| r.as_str()).collect();
+    let pending: Vec<&str> = s.pending.iter().map(|r| r.as_str()).collect();
+    json!({
+        "enabled": d.config.enabled,
+        "degraded": s.degraded,
+        "mode": s.mode.as_str(),
+        "reasons": reasons,
+        "issues": v.issues,
+        "since_ms": ms_of(s.since),
+        "auto_degraded": s.auto_degraded,
+        "pending": pending,
+        "until_enter_ms": s.until_enter.map(ms_of),
+        "until_exit_ms": s.until_exit.map(ms_of),
+        "entered_count": s.entered_count,
+        "refuse_below": d.config.refuse_below.as_str(),
+        "refused_requests": d.refused.load(Relaxed),
+        "fallback_requests": d.fallbacks.load(Relaxed),
+        "signals": {
+            "queue_wait_p99_ms": sig.queue_wait.map(ms_of),
+            "shed_ratio": sig.shed_ratio,
+            "upstream_latency_p99_ms": sig.upstream_latency.map(ms_of),
+            "error_ratio": sig.error_ratio,
+            "breaker_open": sig.breaker_open,
+            "cpu_ratio": sig.cpu_ratio,
+            "memory_ratio": sig.memory_ratio,
+        },
+    })
+}
+
+fn fallbacks(shared: &Shared) -> Value {
+    let routes = shared.classifier.routes();
+    Value::Object(
+        shared
+            .last_good
+            .usage()
+            .into_iter()
+            .filter_map(|(i, entries, bytes)| {
+                let name = routes.get(i)?.name.clone();
+                Some((
+                    name,
+                    json!({"last_good_entries": entries, "last_good_bytes": bytes}),
+                ))
+            })
+            .collect(),
+    )
+}
+
+/// Thresholds crossed right now, one line each: what an operator should look at.
+fn alerts(shared: &Shared) -> Value {
+    let mut out = Vec::new();
+    for (cfg, gate) in shared.config.classes.iter().zip(&shared.admission.gates) {
+        let (active, limit) = (gate.inflight(), gate.limit().max(1));
+        if active as f64 / limit as f64 > BUSY_RATIO {
+            out.push(json!({
+                "component": format!("class_{}", cfg.name),
+                "severity": "warning",
+                "message": format!("{active} of {limit} slots busy (above {:.0}%)", BUSY_RATIO * 100.0),
+            }));
+        }
     }
+    if let Some(b) = &shared.breakers {
+        let now = Instant::now();
+        for n in &b.all {
+            let state = n.breaker.state(now);
+            if state != crate::breaker::State::Closed {
+                out.push(json!({
+                    "component": "circuit_breaker",
+                    "severity": "critical",
+                    "message": format!("breaker {} is {}", n.name, state.as_str()),
+                }));
+            }
+        }
+    }
+    let d = shared.degradation.view(Instant::now());
+    if d.snapshot.degraded {
+        out.push(json!({
+            "component": "degradation",
+            "severity": "critical",
+            "message": format!("degraded: {}", d.issues.join("; ")),
+        }));
+    }
+    let sys = shared.system.latest();
+    for (what, ratio) in [
+        ("memory", sys.memory_ratio()),
+        ("cpu", sys.cpu_usage_ratio),
+        ("file descriptors", sys.fd_ratio()),
+    ] {
+        if let Some(r) = ratio.filter(|r| *r > BUSY_RATIO) {
+            out.push(json!({
+                "component": "system",
+                "severity": "warning",
+                "message": format!("{what} at {:.0}% of the limit", r * 100.0),
+            }));
+        }
+    }
+    if shared.health.verdict() == Verdict::Down {
+        out.push(json!({
+            "component": "upstream",
+            "severity": "critical",
+            "message": format!("app down: {}", shared.health.detail().last_error.unwrap_or_default()),
+        }));
+    }
+    Value::Array(out)
 }
 
 /// `(healthy enough to serve, body)` for the health endpoint.
@@ -320,6 +490,46 @@ pub(super) fn health(shared: &Shared) -> (bool, Value) {
         let level = u8::from(!issues.is_empty());
         add(format!("class_{}", cfg.name), level, issues);
     }
+    let now = Instant::now();
+    if let Some(b) = &shared.breakers {
+        let mut issues = Vec::new();
+        let mut level = 0;
+        for n in &b.all {
+            let st = n.breaker.snapshot(now);
+            match st.state {
+                crate::breaker::State::Closed => {}
+                state => {
+                    level = 2;
+                    issues.push(format!(
+                        "breaker {} is {} (last trip: {})",
+                        n.name,
+                        state.as_str(),
+                        st.last_trip.map_or("operator", |r| r.as_str())
+                    ));
+                }
+            }
+        }
+        add("circuit_breaker".into(), level, issues);
+    }
+    let d = shared.degradation.view(now);
+    if d.snapshot.degraded {
+        add("degradation".into(), 1, d.issues.clone());
+    } else {
+        add("degradation".into(), 0, vec![]);
+    }
+    let sys = shared.system.latest();
+    let mut issues = Vec::new();
+    for (what, ratio) in [
+        ("memory", sys.memory_ratio()),
+        ("cpu", sys.cpu_usage_ratio),
+        ("file descriptors", sys.fd_ratio()),
+    ] {
+        if let Some(r) = ratio.filter(|r| *r > BUSY_RATIO) {
+            issues.push(format!("{what} at {:.0}% of the limit", r * 100.0));
+        }
+    }
+    let level = u8::from(!issues.is_empty());
+    add("system".into(), level, issues);
     let overall = ["healthy", "degraded", "unhealthy"][usize::from(worst)];
     let body = json!({
         "overall_health": overall,

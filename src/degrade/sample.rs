@@ -84,7 +84,8 @@ impl Sampler {
     }
 
     fn signals(&self, d: &Counters) -> Signals {
-        let ratio = |part: u64, whole: u64| (whole >= MIN_VOLUME).then(|| part as f64 / whole as f64);
+        let ratio =
+            |part: u64, whole: u64| (whole >= MIN_VOLUME).then(|| part as f64 / whole as f64);
         let p99 = |bounds: &[f64], counts: &[u64]| {
             let n: u64 = counts.iter().sum();
             if n < MIN_VOLUME {
@@ -148,7 +149,13 @@ mod tests {
         )
     }
 
-    fn counters(decided: u64, shed: u64, wait: [u64; 4], responses: u64, failures: u64) -> Counters {
+    fn counters(
+        decided: u64,
+        shed: u64,
+        wait: [u64; 4],
+        responses: u64,
+        failures: u64,
+    ) -> Counters {
         Counters {
             decided,
             shed,
@@ -163,7 +170,10 @@ mod tests {
     async fn signals_are_rates_over_the_last_second() {
         let mut s = sampler();
         let t0 = Instant::now();
-        assert_eq!(s.observe(t0, counters(1000, 0, [0; 4], 900, 0)), Signals::default());
+        assert_eq!(
+            s.observe(t0, counters(1000, 0, [0; 4], 900, 0)),
+            Signals::default()
+        );
         let step = Duration::from_millis(250);
         // 100 decided, 40 shed, 100 waits all in the 0.1-1 s bucket, 100 responses, 30 failed.
         let now = t0 + step;
@@ -171,14 +181,22 @@ mod tests {
         assert_eq!(got.shed_ratio, Some(0.4));
         assert_eq!(got.error_ratio, Some(0.3));
         let wait = got.queue_wait.unwrap();
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
         assert_eq!(got.upstream_latency, got.queue_wait);
-        assert_eq!(got.breaker_open, false);
+        assert!(!got.breaker_open);
         assert_eq!(got.cpu_ratio, None);
-        // Four quiet samples later the burst is more than a second behind: back to calm.
+        // Calm traffic afterwards: once the burst is more than a second behind, the
+        // signals say calm.
         let mut last = got;
-        for i in 2..=6u32 {
-            last = s.observe(t0 + step * i, counters(1200, 40, [0, 0, 100, 0], 1100, 30));
+        for i in 2..=6u64 {
+            let n = 100 * i;
+            last = s.observe(
+                t0 + step * i as u32,
+                counters(1000 + n, 40, [0, 0, 100, 0], 900 + n, 30),
+            );
         }
         assert_eq!(last.shed_ratio, Some(0.0));
         assert_eq!(last.error_ratio, Some(0.0));
@@ -202,9 +220,15 @@ mod tests {
         let mut s = sampler();
         let t0 = Instant::now();
         s.observe(t0, counters(500, 100, [0; 4], 500, 100));
-        let got = s.observe(t0 + Duration::from_millis(250), counters(10, 0, [0; 4], 10, 0));
+        let got = s.observe(
+            t0 + Duration::from_millis(250),
+            counters(10, 0, [0; 4], 10, 0),
+        );
         assert_eq!(got, Signals::default());
-        let got = s.observe(t0 + Duration::from_millis(500), counters(110, 50, [0; 4], 110, 0));
+        let got = s.observe(
+            t0 + Duration::from_millis(500),
+            counters(110, 50, [0; 4], 110, 0),
+        );
         assert_eq!(got.shed_ratio, Some(0.5));
     }
 

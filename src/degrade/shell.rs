@@ -92,7 +92,11 @@ impl Degradation {
         let before = st.controller.mode();
         let t = st.controller.set_mode(mode, now);
         if before != mode {
-            tracing::warn!(from = before.as_str(), to = mode.as_str(), "degradation mode set by an operator");
+            tracing::warn!(
+                from = before.as_str(),
+                to = mode.as_str(),
+                "degradation mode set by an operator"
+            );
         }
         self.publish(&st, t.as_ref().map(|t| t.degraded), "operator")
     }

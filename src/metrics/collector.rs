@@ -80,6 +80,24 @@ pub(crate) fn histogram(l: &[(&str, &str)], bounds: &[f64], counts: &[u64], sum:
     m
 }
 
+/// A gauge sample with these labels.
+pub(crate) fn gauge(l: &[(&str, &str)], v: f64) -> Metric {
+    let mut g = prometheus::proto::Gauge::default();
+    g.set_value(v);
+    let mut m = Metric::from_label(labels(l));
+    m.set_gauge(g);
+    m
+}
+
+/// A counter sample with these labels.
+pub(crate) fn counter(l: &[(&str, &str)], v: f64) -> Metric {
+    let mut c = prometheus::proto::Counter::default();
+    c.set_value(v);
+    let mut m = Metric::from_label(labels(l));
+    m.set_counter(c);
+    m
+}
+
 pub(crate) fn family(
     name: &str,
     help: &str,

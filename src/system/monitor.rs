@@ -121,7 +121,12 @@ impl SystemMonitor {
                 meter.reset();
                 *source = Some(usage.source);
             }
-            snap.cpu_usage_ratio = meter.observe(usage.total, now, cores);
+            snap.cpu_usage_ratio = if meter.too_soon(now) {
+                // Too soon after the last reading to say anything new: keep its ratio.
+                lock(&self.latest).cpu_usage_ratio
+            } else {
+                meter.observe(usage.total, now, cores)
+            };
         }
         *lock(&self.latest) = snap.clone();
         snap

@@ -25,6 +25,47 @@ pin_project_lite::pin_project! {
         // The admission slot this response occupies, freed when the body ends.
         permit: Option<Permit>,
         errors: IntCounter,
+        // A copy of the body being kept (a last good response), if asked for.
+        capture: Option<Box<Capture>>,
+    }
+}
+
+/// Collects a body up to a size limit and hands it to `done` once it ended cleanly.
+/// A body over the limit, or one that breaks, is dropped without a call.
+pub struct Capture {
+    chunks: Vec<Bytes>,
+    size: usize,
+    limit: usize,
+    done: Box<dyn FnOnce(Bytes) + Send>,
+}
+
+impl Capture {
+    pub fn new(limit: usize, done: Box<dyn FnOnce(Bytes) + Send>) -> Capture {
+        Capture {
+            chunks: Vec::new(),
+            size: 0,
+            limit,
+            done,
+        }
+    }
+
+    /// Adds a chunk; `false` once the body is over the limit.
+    fn push(&mut self, data: &Bytes) -> bool {
+        self.size = self.size.saturating_add(data.len());
+        if self.size > self.limit {
+            return false;
+        }
+        self.chunks.push(data.clone());
+        true
+    }
+
+    fn finish(self) {
+        let body = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.into_iter().next().unwrap_or_default(),
+            _ => Bytes::from(self.chunks.concat()),
+        };
+        (self.done)(body);
     }
 }
 
@@ -56,11 +97,21 @@ impl PooledBody {
             conn,
             permit: None,
             errors,
+            capture: None,
         };
         if done {
             release(&mut body.conn);
         }
         body
+    }
+
+    /// Keeps a copy of the body as it streams by, for `capture` to store at the end.
+    pub fn capture(&mut self, capture: Capture) {
+        if self.inner.is_end_stream() {
+            capture.finish();
+        } else {
+            self.capture = Some(Box::new(capture));
+        }
     }
 
     /// Keeps `permit` (an admission slot) until the body has been sent or dropped.
@@ -81,19 +132,33 @@ impl Body for PooledBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
         let polled = this.inner.as_mut().poll_frame(cx);
+        if let (Some(c), Poll::Ready(Some(Ok(frame)))) = (this.capture.as_mut(), &polled) {
+            if let Some(data) = frame.data_ref() {
+                if !c.push(data) {
+                    this.capture.take();
+                }
+            }
+        }
         match &polled {
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
                 release(this.conn);
                 this.permit.take();
+                if let Some(c) = this.capture.take() {
+                    c.finish();
+                }
             }
             Poll::Ready(None) => {
                 release(this.conn);
                 this.permit.take();
+                if let Some(c) = this.capture.take() {
+                    c.finish();
+                }
             }
             Poll::Ready(Some(Err(_))) => {
                 // A broken or stalled body: the connection is not reusable.
                 this.conn.take();
                 this.permit.take();
+                this.capture.take();
                 this.errors.inc();
             }
             Poll::Ready(Some(Ok(_))) | Poll::Pending => {}

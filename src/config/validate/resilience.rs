@@ -183,7 +183,7 @@ pub(super) fn degradation(raw: RawDegradation, p: &mut Problems<'_>) -> Degradat
         enter_after: p.millis(
             "degradation.enter_after_ms",
             raw.enter_after_ms,
-            3_000,
+            5_000,
             0..=600_000,
         ),
         exit_after: p.millis(
@@ -201,7 +201,7 @@ pub(super) fn degradation(raw: RawDegradation, p: &mut Problems<'_>) -> Degradat
             0.01..=1.0,
         ),
         queue_wait: signal_ms(p, "degradation.queue_wait_ms", raw.queue_wait_ms, 1_000),
-        shed_ratio: signal_ratio(p, "degradation.shed_ratio", raw.shed_ratio, 0.3),
+        shed_ratio: signal_ratio(p, "degradation.shed_ratio", raw.shed_ratio, 0.5),
         upstream_latency: signal_ms(
             p,
             "degradation.upstream_latency_ms",
@@ -210,7 +210,7 @@ pub(super) fn degradation(raw: RawDegradation, p: &mut Problems<'_>) -> Degradat
         ),
         error_ratio: signal_ratio(p, "degradation.error_ratio", raw.error_ratio, 0.25),
         breaker_open: raw.breaker_open.unwrap_or(true),
-        cpu_ratio: signal_ratio(p, "degradation.cpu_ratio", raw.cpu_ratio, 0.95),
+        cpu_ratio: signal_ratio(p, "degradation.cpu_ratio", raw.cpu_ratio, 0.0),
         memory_ratio: signal_ratio(p, "degradation.memory_ratio", raw.memory_ratio, 0.9),
     }
 }
