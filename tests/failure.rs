@@ -3,15 +3,12 @@
 
 mod common;
 
-use common::harness::{observe, sample, set, start, start_with_env};
+use common::harness::{observe, sample, set, start};
 use common::{Http1Client, TestUpstream};
 use http::StatusCode;
 use sluice::sim::app::{ControlUpdate, Mode, SimApp, SimSettings};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-const DEGRADATION: &str = "/api/v1/admin/performance/degradation";
-const TOKEN: &str = "Bearer drill-token";
 
 fn sim_settings(capacity: usize, service_ms: u64) -> SimSettings {
     SimSettings {
