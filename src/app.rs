@@ -281,11 +281,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     if health.enabled() {
         let host = host_of(&shared.config.upstream.addr);
+        let breakers = shared.breakers.clone();
+        let on_recovery = move || {
+            if let Some(b) = &breakers {
+                b.app_recovered(Instant::now());
+            }
+        };
         tasks.push(tokio::spawn(health::run(
             health,
             probe_pool,
             host,
             shared.config.health.clone(),
+            on_recovery,
             shutdown_rx.clone(),
         )));
     }

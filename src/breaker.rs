@@ -452,6 +452,20 @@ impl Breaker {
         }
     }
 
+    /// Ends the open interval now (the app's health checks say it is back): the next
+    /// [`Breaker::try_acquire`] goes half-open and probes, instead of waiting out an
+    /// interval that may have grown long. Returns whether the breaker was open.
+    pub fn end_open_interval(&self, now: Instant) -> bool {
+        let _inner = self.lock();
+        let (state, _) = unpack(self.word.load(Relaxed));
+        if state != State::Open {
+            return false;
+        }
+        let now = self.since_origin(now);
+        self.open_until.fetch_min(now, Relaxed);
+        true
+    }
+
     /// Admin reset: closed, counters and trips cleared, outstanding tickets made stale.
     /// Returns the transition when the breaker was not closed. `last_trip` and the
     /// transition total are kept as history.

@@ -307,3 +307,52 @@ async fn client_errors_do_not_open_the_breaker() {
     assert_eq!(get(sluice.addr, "/echo").await.0, StatusCode::OK);
     sluice.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passing_health_checks_cut_a_long_open_interval_short() {
+    let app = sim(50, 1).await;
+    let cfg = breaker_config(app.addr(), "");
+    let cfg = set(&cfg, "circuit_breaker", "open_ms", "30000");
+    let cfg = set(&cfg, "circuit_breaker", "max_open_ms", "60000");
+    let cfg = set(&cfg, "health", "path", "\"/health/ready\"");
+    let cfg = set(&cfg, "health", "interval_ms", "100");
+    let cfg = set(&cfg, "health", "unhealthy_threshold", "1");
+    let sluice = start(&cfg).await;
+    set_mode(&app, Mode::Fail500);
+    for _ in 0..5 {
+        assert_eq!(
+            get(sluice.addr, "/api/x").await.0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    let (status, h, _) = get(sluice.addr, "/api/x").await;
+    assert_eq!(
+        (status, reason(&h)),
+        (StatusCode::SERVICE_UNAVAILABLE, "circuit_open")
+    );
+    // Wait for the probes to see the app down (its readiness answers 503 now).
+    let t = Instant::now();
+    while observe(&sluice, "/readyz").await.0 == 200 {
+        assert!(t.elapsed() < Duration::from_secs(3), "readyz never failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    set_mode(&app, Mode::Normal);
+    let recovered = Instant::now();
+    loop {
+        if get(sluice.addr, "/api/x").await.0 == StatusCode::OK {
+            break;
+        }
+        assert!(
+            recovered.elapsed() < Duration::from_secs(3),
+            "traffic resumes after the probes pass, not after the 30 s interval"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "drill: traffic resumed {:?} after the app recovered",
+        recovered.elapsed()
+    );
+    sluice.shutdown().await;
+    app.shutdown().await;
+}

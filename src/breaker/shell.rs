@@ -82,6 +82,16 @@ impl Breakers {
         self.config.failure_statuses.contains(status.as_u16())
     }
 
+    /// The app's health checks say it is back: open breakers probe now rather than wait
+    /// out intervals that may have doubled several times.
+    pub fn app_recovered(&self, now: Instant) {
+        for b in &self.all {
+            if b.breaker.end_open_interval(now) {
+                tracing::info!(breaker = %b.name, "health checks passing again: breaker will probe now");
+            }
+        }
+    }
+
     /// Closes every breaker (admin endpoint); returns how many were not closed.
     pub fn reset(&self, now: Instant) -> usize {
         let mut n = 0;

@@ -624,3 +624,20 @@ fn concurrent_half_open_never_admits_more_than_n() {
     let s = b.snapshot(t1);
     assert_eq!((s.state, s.probes_in_flight), (State::HalfOpen, 0));
 }
+
+#[test]
+fn health_recovery_ends_the_open_interval_early() {
+    let t0 = Instant::now();
+    let b = Breaker::new(consecutive(1), 1, t0);
+    assert!(!b.end_open_interval(t0), "closed: nothing to end");
+    trip(&b, t0);
+    assert!(b.try_acquire(t0 + secs(2)).is_err());
+    assert!(b.end_open_interval(t0 + secs(2)));
+    let ticket = b.try_acquire(t0 + secs(2)).unwrap();
+    assert!(ticket.is_probe(), "half-open at once");
+    assert_eq!(b.state(t0 + secs(2)), State::HalfOpen);
+    assert!(
+        !b.end_open_interval(t0 + secs(2)),
+        "half-open: nothing to end"
+    );
+}

@@ -193,11 +193,13 @@ impl UpstreamHealth {
 }
 
 /// Probes `path` every `interval` until `shutdown` turns true.
+/// `on_recovery` runs each time the verdict turns from down to up.
 pub async fn run(
     health: Arc<UpstreamHealth>,
     pool: Arc<Pool>,
     host: String,
     config: HealthConfig,
+    on_recovery: impl Fn(),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut counter = HealthCounter::new(config.healthy_threshold, config.unhealthy_threshold);
@@ -213,9 +215,13 @@ pub async fn run(
         if health.verdict() == Verdict::Down && counter.verdict() == Verdict::Up {
             counter.force(Verdict::Down);
         }
+        let before = health.verdict();
         let verdict = counter.observe(result.is_ok());
         if verdict == Verdict::Up && health.detail().passive {
             health.passive.store(0, Relaxed);
+        }
+        if before == Verdict::Down && verdict == Verdict::Up {
+            on_recovery();
         }
         health.set(
             verdict,
