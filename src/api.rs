@@ -37,7 +37,10 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let path = req.uri().path();
-    if !shared.config.concurrency.enabled {
+    // The app's own three endpoints answer 503 when concurrency control is off, as in the
+    // app; the breaker and degradation endpoints keep working (those features run anyway).
+    let app_endpoint = matches!(path, CONCURRENCY_PATH | HEALTH_PATH | RESET_PATH);
+    if app_endpoint && !shared.config.concurrency.enabled {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({
@@ -173,6 +176,7 @@ fn authorize<B>(shared: &Shared, req: &Request<B>) -> Option<Reply> {
 fn reset(shared: &Shared) -> Reply {
     shared.metrics.reset();
     shared.admission.reset();
+    shared.degradation.reset_counts();
     tracing::info!("concurrency metrics reset through the admin API");
     json(
         StatusCode::OK,

@@ -77,7 +77,7 @@ pub struct DegradeSettings {
     /// Value hysteresis in `0..=1`, e.g. 0.8: a signal is clear only below
     /// `threshold * exit_margin`. Clamped into `0..=1`; NaN counts as 1 (no band).
     pub exit_margin: f64,
-    /// Samples further apart than this break every run; about 3× the sampling interval.
+    /// Samples further apart than this break every run; about 4× the sampling interval.
     pub max_gap: Duration,
 }
 

@@ -492,14 +492,15 @@ pub(super) fn health(shared: &Shared) -> (bool, Value) {
     }
     let now = Instant::now();
     if let Some(b) = &shared.breakers {
+        // One class's breaker open is a degraded pod; every breaker open, an unhealthy one.
         let mut issues = Vec::new();
-        let mut level = 0;
+        let mut open = 0;
         for n in &b.all {
             let st = n.breaker.snapshot(now);
             match st.state {
                 crate::breaker::State::Closed => {}
                 state => {
-                    level = 2;
+                    open += 1;
                     issues.push(format!(
                         "breaker {} is {} (last trip: {})",
                         n.name,
@@ -509,6 +510,11 @@ pub(super) fn health(shared: &Shared) -> (bool, Value) {
                 }
             }
         }
+        let level = match open {
+            0 => 0,
+            n if n == b.all.len() => 2,
+            _ => 1,
+        };
         add("circuit_breaker".into(), level, issues);
     }
     let d = shared.degradation.view(now);

@@ -124,6 +124,12 @@ impl Degradation {
         }
     }
 
+    /// Zeroes the request counters (admin reset); the state itself is untouched.
+    pub fn reset_counts(&self) {
+        self.refused.store(0, Relaxed);
+        self.fallbacks.store(0, Relaxed);
+    }
+
     pub fn mode(&self) -> Mode {
         self.state
             .lock()

@@ -209,7 +209,7 @@ pub(super) fn degradation(raw: RawDegradation, p: &mut Problems<'_>) -> Degradat
             0,
         ),
         error_ratio: signal_ratio(p, "degradation.error_ratio", raw.error_ratio, 0.25),
-        breaker_open: raw.breaker_open.unwrap_or(true),
+        breaker_open: raw.breaker_open.unwrap_or(false),
         cpu_ratio: signal_ratio(p, "degradation.cpu_ratio", raw.cpu_ratio, 0.0),
         memory_ratio: signal_ratio(p, "degradation.memory_ratio", raw.memory_ratio, 0.9),
     }
