@@ -27,8 +27,9 @@
 //! - **A slower app** (the baseline must rise): while latency is elevated (≥ 1.2×), each
 //!   window's concurrency by Little's law (completions / length × rtt_avg) and latency are
 //!   kept. A queue answers less concurrency with proportionally less latency; a slower app
-//!   with the same latency. Two windows ≥ 1.5× apart in concurrency with latencies within
-//!   10 % either way re-base the baseline to the lower latency and restart slow start. The
+//!   with the same latency. Two windows ≥ 1.5× apart in concurrency and in limit (demand
+//!   that fell on its own proves nothing) with latencies within 10 % either way re-base
+//!   the baseline to the lower latency and restart slow start. The
 //!   evidence comes from the back-off done anyway. Changes under ~20 % are not followed;
 //!   the tolerance and headroom absorb them.
 //! - **A faster app** (the baseline must fall) shows as faster windows, unless a standing
@@ -161,8 +162,8 @@ pub struct GradientLimit {
     /// its baseline latency again, the limit doubles back toward it (TCP's slow start
     /// up to ssthresh) instead of creeping back by the additive increase.
     recover_to: Option<f64>,
-    /// `(concurrency, rtt_avg seconds)` of the current streak of elevated windows.
-    elevated: Vec<(f64, f64)>,
+    /// `(limit, concurrency, rtt_avg seconds)` of the current streak of elevated windows.
+    elevated: Vec<(f64, f64, f64)>,
     /// Limit-bound windows in a row with latency above baseline × [`TOLERANCE`].
     unconfirmed: u32,
     /// The limit to restore after a probe window, while one runs.
@@ -324,7 +325,8 @@ impl GradientLimit {
             if self.elevated.len() == HISTORY {
                 self.elevated.remove(0);
             }
-            self.elevated.push((concurrency(sample, self.limit), rtt));
+            self.elevated
+                .push((self.limit, concurrency(sample, self.limit), rtt));
             if let Some(rebased) = flat_latency(&self.elevated) {
                 // Latency did not follow our back-off: the app itself got slower.
                 self.baseline = Some(rebased);
@@ -361,15 +363,18 @@ fn concurrency(sample: &WindowSample, limit: f64) -> f64 {
     }
 }
 
-/// The lower latency of a pair of windows whose limits differ by [`REBASE_SPREAD`] but
-/// whose latencies do not differ by [`REBASE_FLAT`], if any. Entries are
-/// `(concurrency, rtt)`.
-fn flat_latency(windows: &[(f64, f64)]) -> Option<f64> {
+/// The lower latency of a pair of windows whose limits and concurrencies both differ by
+/// [`REBASE_SPREAD`] but whose latencies do not differ by [`REBASE_FLAT`], if any.
+/// Entries are `(limit, concurrency, rtt)`. The limit must have moved too: concurrency
+/// that fell on its own (the clients sent less, or sluice refused more, while the app
+/// still worked off its queue) says nothing about the app's speed.
+fn flat_latency(windows: &[(f64, f64, f64)]) -> Option<f64> {
     let mut found: Option<f64> = None;
-    for &(lo_conc, lo_rtt) in windows {
-        for &(hi_conc, hi_rtt) in windows {
+    for &(lo_limit, lo_conc, lo_rtt) in windows {
+        for &(hi_limit, hi_conc, hi_rtt) in windows {
             let flat = lo_rtt >= hi_rtt * REBASE_FLAT && hi_rtt >= lo_rtt * REBASE_FLAT;
-            if hi_conc >= lo_conc * REBASE_SPREAD && flat {
+            let spread = hi_conc >= lo_conc * REBASE_SPREAD && hi_limit >= lo_limit * REBASE_SPREAD;
+            if spread && flat {
                 let rtt = lo_rtt.min(hi_rtt);
                 found = Some(found.map_or(rtt, |f| f.min(rtt)));
             }

@@ -529,3 +529,35 @@ fn after_a_failure_the_limit_doubles_back_to_where_it_was() {
     assert!(!g.ramping());
     assert!(g.limit() <= before + 4);
 }
+
+#[test]
+fn demand_falling_during_a_queue_is_not_taken_for_a_slower_app() {
+    // At equilibrium with a standing queue in the app (latency 1.24x the 10 ms baseline:
+    // the gradient then just offsets the headroom, so the limit holds), the clients'
+    // demand halves (or degradation refuses most of it): concurrency halves while the app
+    // still works off its queue at the same latency. That is no reason to re-base and
+    // restart slow start; the limit must not jump.
+    let mut g = warmed(20);
+    let w = |samples: u64, conc: f64| WindowSample {
+        samples,
+        rtt_avg: Duration::from_micros(12_400),
+        rtt_min: Duration::from_millis(10),
+        max_inflight: 20,
+        dropped: 0,
+        // samples × 12.4 ms / window = concurrency
+        window: Duration::from_secs_f64(samples as f64 * 0.0124 / conc),
+    };
+    for _ in 0..6 {
+        g.update(&w(50, 20.0));
+    }
+    let limit = g.limit();
+    let mut highest = 0;
+    for _ in 0..6 {
+        highest = highest.max(g.update(&w(50, 10.0)));
+    }
+    assert!(!g.in_slow_start(), "re-based on a demand drop");
+    assert!(
+        highest <= limit + 2,
+        "limit jumped from {limit} to {highest}"
+    );
+}
