@@ -189,6 +189,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     metrics.register(Box::new(ResilienceCollector::new(
         breakers.clone(),
         degradation.clone(),
+        health.clone(),
     )))?;
     let runtimes = Arc::new(Mutex::new(Vec::new()));
     let system = {

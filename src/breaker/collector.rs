@@ -3,12 +3,13 @@
 use super::{Breakers, State, TripReason};
 use crate::degrade::{Degradation, Mode, Reason};
 use crate::metrics::collector::{counter, family, gauge};
+use crate::upstream::health::{UpstreamHealth, Verdict};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{MetricFamily, MetricType};
 use std::sync::Arc;
 use tokio::time::Instant;
 
-const FAMILIES: [(&str, &str, &[&str], MetricType); 8] = [
+const FAMILIES: [(&str, &str, &[&str], MetricType); 9] = [
     (
         "sluice_circuit_state",
         "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
@@ -57,16 +58,27 @@ const FAMILIES: [(&str, &str, &[&str], MetricType); 8] = [
         &["action"],
         MetricType::COUNTER,
     ),
+    (
+        "sluice_upstream_up",
+        "1 while the app's health checks pass (always, without checks), 0 while it is down; absent until the first probe.",
+        &[],
+        MetricType::GAUGE,
+    ),
 ];
 
 pub struct ResilienceCollector {
     breakers: Option<Arc<Breakers>>,
     degradation: Arc<Degradation>,
+    health: Arc<UpstreamHealth>,
     descs: Vec<Desc>,
 }
 
 impl ResilienceCollector {
-    pub fn new(breakers: Option<Arc<Breakers>>, degradation: Arc<Degradation>) -> Self {
+    pub fn new(
+        breakers: Option<Arc<Breakers>>,
+        degradation: Arc<Degradation>,
+        health: Arc<UpstreamHealth>,
+    ) -> Self {
         let descs = FAMILIES
             .iter()
             .filter_map(|(name, help, l, _)| {
@@ -77,6 +89,7 @@ impl ResilienceCollector {
         ResilienceCollector {
             breakers,
             degradation,
+            health,
             descs,
         }
     }
@@ -89,7 +102,7 @@ impl Collector for ResilienceCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let now = Instant::now();
-        let mut out: [Vec<_>; 8] = Default::default();
+        let mut out: [Vec<_>; 9] = Default::default();
         for b in self.breakers.iter().flat_map(|b| b.all.iter()) {
             let name = b.name.as_str();
             let state = b.breaker.state(now);
@@ -123,6 +136,11 @@ impl Collector for ResilienceCollector {
         let fallbacks = d.fallbacks.load(std::sync::atomic::Ordering::Relaxed);
         out[7].push(counter(&[("action", "refused")], refused as f64));
         out[7].push(counter(&[("action", "fallback")], fallbacks as f64));
+        match self.health.verdict() {
+            Verdict::Up => out[8].push(gauge(&[], 1.0)),
+            Verdict::Down => out[8].push(gauge(&[], 0.0)),
+            Verdict::Unknown => {}
+        }
         FAMILIES
             .iter()
             .zip(out)
