@@ -181,7 +181,8 @@ pub fn serve<B>(
     request_id: &HeaderValue,
 ) -> Option<Response<Full<Bytes>>> {
     let config = route_fallback(shared, class)?;
-    if req.method() != Method::GET {
+    // HEAD gets GET's answer without the body (hyper leaves it out).
+    if req.method() != Method::GET && req.method() != Method::HEAD {
         return None;
     }
     let last = config.last_good_max_age.and_then(|max_age| {

@@ -209,7 +209,7 @@ path_prefix = "/api/v1/auth/login"
 priority = "critical"
 [[routes]]
 name = "board"
-methods = ["GET"]
+methods = ["GET", "HEAD"]
 path_prefix = "/bytes"
 priority = "low"
 [routes.fallback]
@@ -298,6 +298,13 @@ async fn fallbacks_while_degraded_and_the_operator_override() {
     assert_eq!(reason(&h), "degraded");
     assert!(h.contains_key("age"));
     assert_eq!(body, original);
+    let mut c = Http1Client::connect(addr).await.expect("connect");
+    let head = http::Request::head("/bytes/3000")
+        .body(Default::default())
+        .expect("request");
+    let resp = c.send(head).await.expect("head");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(fallback_kind(resp.headers()), "last-good", "HEAD too");
     // ...the static one where nothing was kept, or for another caller's credentials...
     for (path, headers) in [
         ("/bytes/10", vec![]),
@@ -327,11 +334,11 @@ async fn fallbacks_while_degraded_and_the_operator_override() {
 
     let stats = json(addr, CONCURRENCY).await;
     assert_eq!(
-        stats["request_handler_stats"]["degraded_requests"], 4,
+        stats["request_handler_stats"]["degraded_requests"], 5,
         "{}",
         stats["request_handler_stats"]
     );
-    assert_eq!(stats["degradation"]["fallback_requests"], 3);
+    assert_eq!(stats["degradation"]["fallback_requests"], 4);
     assert_eq!(stats["fallbacks"]["board"]["last_good_entries"], 1);
     let health = json(addr, HEALTH).await;
     assert_eq!(
