@@ -223,10 +223,19 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
             if let Some(p) = &permit {
                 p.record(rtt, true);
             }
+            // A request that spent most of its timeout in sluice's queue gave the app too
+            // little time to blame it: neither the breaker nor passive health counts it.
+            let fair_chance = rtt >= class.timeout / 2;
             if let Some(call) = call {
-                call.finish(CallResult::Failure);
+                call.finish(if fair_chance {
+                    CallResult::Failure
+                } else {
+                    CallResult::Ignored
+                });
             }
-            shared.health.observe_request(false);
+            if fair_chance {
+                shared.health.observe_request(false);
+            }
             shared.metrics.upstream_errors.timeout.inc();
             if let Some(held) = w.error_log.allow() {
                 tracing::warn!(request_id = ?id, route = %route_name(shared, class), timeout = ?class.timeout, similar_lines_held_back = held, "upstream response head timed out");

@@ -356,3 +356,50 @@ async fn passing_health_checks_cut_a_long_open_interval_short() {
     sluice.shutdown().await;
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_after_a_long_queue_wait_is_not_blamed_on_the_app() {
+    let app = TestUpstream::start().await;
+    let cfg = breaker_config(
+        app.addr(),
+        r#"
+[classes.db]
+max_concurrent = 1
+min_concurrent = 1
+adaptive = false
+queue_size = 10
+queue_timeout_ms = 1000
+[default_route]
+class = "db"
+"#,
+    );
+    let cfg = set(&cfg, "upstream", "request_timeout_ms", "400");
+    let cfg = set(&cfg, "circuit_breaker", "failure_threshold", "1");
+    let sluice = start(&cfg).await;
+    // The one slot is busy for 300 ms; the hanging request queues behind it and reaches
+    // the app with 100 ms of its 400 ms left.
+    let busy = tokio::spawn(get(sluice.addr, "/delay/300"));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (status, h, _) = get(sluice.addr, "/hang").await;
+    assert_eq!(
+        (status, reason(&h)),
+        (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+    );
+    assert_eq!(busy.await.expect("busy").0, StatusCode::OK);
+    let (status, h, _) = get(sluice.addr, "/echo").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "breaker still closed: {}",
+        reason(&h)
+    );
+    // A timeout that had the whole 400 ms is the app's fault, and opens it.
+    let (status, _, _) = get(sluice.addr, "/hang").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    let (status, h, _) = get(sluice.addr, "/echo").await;
+    assert_eq!(
+        (status, reason(&h)),
+        (StatusCode::SERVICE_UNAVAILABLE, "circuit_open")
+    );
+    sluice.shutdown().await;
+}
