@@ -91,10 +91,12 @@ async fn breaker_opens_on_500s_refuses_at_once_lets_only_probes_through_and_reco
     set_mode(&app, Mode::Fail500);
     let before = app.stats().received;
     let opened_at = Instant::now();
+    let mut time_to_open = Duration::ZERO;
     let mut failures = 0;
     loop {
         let (status, h, _) = get(sluice.addr, "/api/x").await;
         if status == StatusCode::SERVICE_UNAVAILABLE && reason(&h) == "circuit_open" {
+            time_to_open = opened_at.elapsed();
             let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
             assert_eq!(retry, 1, "500 ms left rounds up to 1 s");
             break;
@@ -202,8 +204,9 @@ async fn breaker_opens_on_500s_refuses_at_once_lets_only_probes_through_and_reco
         52.0
     );
     eprintln!(
-        "drill: opened after 5 failures; 52 refusals, slowest {slowest:?}; \
-         app saw 1 probe while open; recovered {recovered:?} after the first failure"
+        "drill: opened after 5 failures ({time_to_open:?} after the app began failing); \
+         52 refusals, slowest {slowest:?}; the app saw 1 probe while open; \
+         recovered {recovered:?} after the first failure"
     );
     sluice.shutdown().await;
     app.shutdown().await;
