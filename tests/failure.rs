@@ -91,20 +91,18 @@ async fn breaker_opens_on_500s_refuses_at_once_lets_only_probes_through_and_reco
     set_mode(&app, Mode::Fail500);
     let before = app.stats().received;
     let opened_at = Instant::now();
-    let mut time_to_open = Duration::ZERO;
     let mut failures = 0;
-    loop {
+    let time_to_open = loop {
         let (status, h, _) = get(sluice.addr, "/api/x").await;
         if status == StatusCode::SERVICE_UNAVAILABLE && reason(&h) == "circuit_open" {
-            time_to_open = opened_at.elapsed();
             let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
             assert_eq!(retry, 1, "500 ms left rounds up to 1 s");
-            break;
+            break opened_at.elapsed();
         }
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         failures += 1;
         assert!(failures <= 5, "the breaker opens after 5 failures in a row");
-    }
+    };
     assert_eq!(failures, 5);
     assert_eq!(
         app.stats().received - before,
