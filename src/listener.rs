@@ -164,8 +164,11 @@ pub async fn run(
     let builders = Arc::new(Builders::new(&settings));
     let mut conns = JoinSet::new();
     loop {
-        while conns.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
+            // Reap connection tasks as they end: a finished task's memory (the size of
+            // its future) stays allocated until it is joined, and waiting for the next
+            // accept to join it kept the memory of a burst of closed connections.
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             r = listener.accept() => match r {
                 Ok(a) => a,
                 Err(e) => {
