@@ -139,7 +139,7 @@ pub fn request_head(
 /// Generates request ids: 32 hex digits, a random per-generator prefix and a counter.
 #[derive(Debug)]
 pub struct RequestIds {
-    prefix: u64,
+    prefix: [u8; 16],
     next: std::sync::atomic::AtomicU64,
 }
 
@@ -149,16 +149,31 @@ impl RequestIds {
         // RandomState is seeded from the OS; one hash of it is a good-enough random prefix.
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(0x5eed);
+        let mut prefix = [0u8; 16];
+        hex(h.finish(), &mut prefix);
         RequestIds {
-            prefix: h.finish(),
+            prefix,
             next: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
     pub fn next(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let s = format!("{:016x}{:016x}", self.prefix, n);
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("0"))
+        let mut id = [0u8; 32];
+        let (prefix, counter) = id.split_at_mut(16);
+        prefix.copy_from_slice(&self.prefix);
+        if let Ok(counter) = <&mut [u8; 16]>::try_from(counter) {
+            hex(n, counter);
+        }
+        HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
+    }
+}
+
+/// `v` as 16 lowercase hex digits (`format!("{v:016x}")` without `fmt`).
+fn hex(v: u64, out: &mut [u8; 16]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
     }
 }
 
@@ -280,5 +295,12 @@ mod tests {
         let (a, b) = (ids.next(), ids.next());
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        assert_eq!(a[..16], b[..16], "one prefix per generator");
+        assert_eq!(&a[16..], b"0000000000000001");
+        assert_eq!(&b[16..], b"0000000000000002");
+        let mut out = [0u8; 16];
+        hex(0x0123_4567_89ab_cdef, &mut out);
+        assert_eq!(&out, b"0123456789abcdef");
     }
 }
