@@ -46,9 +46,23 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// True for the fixed hop-by-hop names. Looks at the length first: almost every header
+/// is end-to-end, and no hop-by-hop name is 3-6, 8, 9 or 11-15 bytes long.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(name.as_str().len(), 2 | 7 | 10 | 16..=19) && HOP_BY_HOP.contains(name)
+}
+
 /// Removes hop-by-hop headers. With `upgrade`, keeps `Upgrade` and sets
 /// `Connection: upgrade` so the next hop sees the same request to switch.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the names instead of a hashed `remove` per hop-by-hop name: most
+    // heads carry none of them.
+    if !headers.keys().any(is_hop_by_hop) {
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -353,5 +367,22 @@ mod tests {
             "2001:db8::1".parse().unwrap_or(IpAddr::from([0; 4])),
         );
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+    }
+
+    #[test]
+    fn upgrade_without_hop_by_hop_headers_still_gets_connection_upgrade() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("x"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("x"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        for name in HOP_BY_HOP.iter() {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        assert!(!is_hop_by_hop(&header::HOST));
+        assert!(!is_hop_by_hop(&HeaderName::from_static("x-connection")));
     }
 }
