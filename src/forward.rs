@@ -7,7 +7,7 @@
 //! The peer address is appended to `X-Forwarded-For` (the app rate-limits by it),
 //! `X-Forwarded-Proto` is set when absent, and `X-Request-Id` is kept or created.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Uri, Version};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -94,20 +94,25 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
             v6.as_bytes()
         }
     };
-    let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-    let value = if prior.peek().is_none() {
-        HeaderValue::from_bytes(peer)
-    } else {
-        let mut joined = Vec::with_capacity(64);
-        for v in prior {
-            joined.extend_from_slice(v.as_bytes());
-            joined.extend_from_slice(b", ");
+    // One hashed lookup, whether the header is there or not.
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(e) => {
+            if let Ok(v) = HeaderValue::from_bytes(peer) {
+                e.insert(v);
+            }
         }
-        joined.extend_from_slice(peer);
-        HeaderValue::from_bytes(&joined)
-    };
-    if let Ok(v) = value {
-        headers.insert(X_FORWARDED_FOR, v);
+        Entry::Occupied(mut e) => {
+            let mut joined = Vec::with_capacity(64);
+            for v in e.iter() {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(peer);
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                // Replaces every prior line with the one folded list.
+                e.insert(v);
+            }
+        }
     }
 }
 
@@ -171,13 +176,11 @@ pub fn request_head(
     }
     parts.version = Version::HTTP_11;
     append_forwarded_for(&mut parts.headers, peer);
-    if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
-        parts
-            .headers
-            .insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Entry::Vacant(e) = parts.headers.entry(X_FORWARDED_PROTO) {
+        e.insert(HeaderValue::from_static(proto));
     }
-    if !parts.headers.contains_key(&X_REQUEST_ID) {
-        parts.headers.insert(X_REQUEST_ID, id.clone());
+    if let Entry::Vacant(e) = parts.headers.entry(X_REQUEST_ID) {
+        e.insert(id.clone());
     }
 }
 
