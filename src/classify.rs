@@ -8,7 +8,8 @@
 
 use crate::config::{PathMatch, RouteConfig};
 use crate::priority::Priority;
-use http::{HeaderMap, Method};
+use http::header::GetAll;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::RegexSet;
 use std::time::Duration;
 
@@ -68,6 +69,8 @@ impl Classifier {
     pub fn classify(&self, method: &Method, path: &str, headers: &HeaderMap) -> Class {
         // The path set runs once, and only if a rule reached in order tests the path.
         let mut matched = None;
+        // Rules often test the same header (`x-priority`): look each name up once in a row.
+        let mut last = None;
         let index = self
             .routes
             .iter()
@@ -76,7 +79,7 @@ impl Classifier {
                 (r.methods.is_empty() || r.methods.contains(method))
                     && r.headers
                         .iter()
-                        .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
+                        .all(|(name, value)| has_value(headers, name, value, &mut last))
                     && match *path_of {
                         None => true,
                         Some(p) => matched
@@ -104,10 +107,24 @@ impl Classifier {
     }
 }
 
+/// True when one of `headers`' values for `name` is `value`; `last` keeps the previous
+/// lookup so that consecutive tests of one name hash it once.
+fn has_value<'a>(
+    headers: &'a HeaderMap,
+    name: &'a HeaderName,
+    value: &HeaderValue,
+    last: &mut Option<(&'a HeaderName, GetAll<'a, HeaderValue>)>,
+) -> bool {
+    if !matches!(last, Some((n, _)) if *n == name) {
+        *last = Some((name, headers.get_all(name)));
+    }
+    last.as_ref()
+        .is_some_and(|(_, all)| all.iter().any(|v| v == value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderName, HeaderValue};
 
     fn route(name: &str, methods: &[Method], path: PathMatch, prio: Priority) -> RouteConfig {
         RouteConfig {
@@ -204,8 +221,14 @@ mod tests {
             HeaderName::from_static("x-priority"),
             HeaderValue::from_static("critical"),
         )];
+        let mut high = route("high", &[], PathMatch::Any, Priority::High);
+        high.headers = vec![(
+            HeaderName::from_static("x-priority"),
+            HeaderValue::from_static("high"),
+        )];
         let c = Classifier::new(vec![
             critical,
+            high,
             route("default", &[], PathMatch::Any, Priority::Normal),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -214,5 +237,7 @@ mod tests {
         assert_eq!(name(&c, Method::GET, "/a", &h), "default");
         h.insert("x-priority", HeaderValue::from_static("critical"));
         assert_eq!(name(&c, Method::GET, "/a", &h), "critical");
+        h.insert("x-priority", HeaderValue::from_static("high"));
+        assert_eq!(name(&c, Method::GET, "/a", &h), "high");
     }
 }
