@@ -24,8 +24,9 @@ pin_project_lite::pin_project! {
     pub struct IdleTimeout<B> {
         #[pin]
         inner: B,
-        #[pin]
-        idle: Option<Sleep>,
+        // Boxed: the body (and every request and response that carries it) stays small
+        // and cheap to move; the box is only made when the body has to wait.
+        idle: Option<Pin<Box<Sleep>>>,
         last_activity: Option<Instant>,
         timeout: Duration,
     }
@@ -67,14 +68,10 @@ where
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 let last = *this.last_activity.get_or_insert_with(Instant::now);
-                if this.idle.is_none() {
-                    this.idle
-                        .set(Some(tokio::time::sleep_until(last + *this.timeout)));
-                }
+                let idle = this.idle.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(last + *this.timeout))
+                });
                 loop {
-                    let Some(mut idle) = this.idle.as_mut().as_pin_mut() else {
-                        return Poll::Pending;
-                    };
                     // The timer is re-armed lazily: only when it fires do we look at the
                     // last activity, so a busy stream costs no timer work per frame.
                     ready!(idle.as_mut().poll(cx));
@@ -82,7 +79,7 @@ where
                     if Instant::now() >= deadline {
                         return Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(*this.timeout)))));
                     }
-                    idle.reset(deadline);
+                    idle.as_mut().reset(deadline);
                 }
             }
         }
