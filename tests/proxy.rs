@@ -298,6 +298,30 @@ async fn h2c_preface_split_across_writes_is_still_http2() {
 }
 
 #[tokio::test]
+async fn h2c_is_refused_when_http2_is_off() {
+    let app = TestUpstream::start().await;
+    let cfg = set(&base_config(app.addr()), "listener", "http2", "false");
+    let sluice = start(&cfg).await;
+    let mut stream = tokio::net::TcpStream::connect(sluice.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection is closed");
+    assert!(
+        buf.is_empty() || buf.starts_with(b"HTTP/1.1 "),
+        "answered as HTTP/1 or not at all: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert_eq!(app.requests(), 0);
+    sluice.shutdown().await;
+}
+
+#[tokio::test]
 async fn silent_client_is_disconnected_after_the_header_read_timeout() {
     let app = TestUpstream::start().await;
     let sluice = start(&base_config(app.addr())).await; // header_read_timeout_ms = 400
