@@ -1,13 +1,15 @@
 //! Classification: request head -> the first route rule that matches it.
 //!
-//! Pure and allocation-free per request. Every rule's path test (prefix or regex) is
-//! compiled into one `RegexSet`, so a request costs one pass over its path however many
-//! rules there are; methods and header values are then checked in rule order. The last
-//! rule is the default route and matches everything, so classification never fails.
+//! Pure. Every rule's path test (prefix or regex) is compiled into one `RegexSet`, so a
+//! request costs at most one pass over its path however many rules there are, and none
+//! when the rules it reaches test no path; methods and header values are checked in rule
+//! order. The last rule is the default route and matches everything, so classification
+//! never fails.
 
 use crate::config::{PathMatch, RouteConfig};
 use crate::priority::Priority;
-use http::{HeaderMap, Method};
+use http::header::GetAll;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::RegexSet;
 use std::time::Duration;
 
@@ -29,19 +31,34 @@ pub struct Class {
 #[derive(Debug)]
 pub struct Classifier {
     routes: Vec<RouteConfig>,
+    /// The path tests of the rules that have one.
     paths: RegexSet,
+    /// Per rule: its pattern's index in `paths`, or `None` when it tests no path.
+    path_of: Vec<Option<usize>>,
 }
 
 impl Classifier {
     /// Compiles the rules. Fails only if the combined path set exceeds the regex size limit.
     pub fn new(routes: Vec<RouteConfig>) -> Result<Classifier, regex::Error> {
-        let patterns = routes.iter().map(|r| match &r.path {
-            PathMatch::Any => String::new(),
-            PathMatch::Prefix(p) => format!("^{}", regex::escape(p)),
-            PathMatch::Regex(re) => re.as_str().to_string(),
-        });
+        let mut patterns = Vec::new();
+        let path_of = routes
+            .iter()
+            .map(|r| {
+                let pattern = match &r.path {
+                    PathMatch::Any => return None,
+                    PathMatch::Prefix(p) => format!("^{}", regex::escape(p)),
+                    PathMatch::Regex(re) => re.as_str().to_string(),
+                };
+                patterns.push(pattern);
+                Some(patterns.len() - 1)
+            })
+            .collect();
         let paths = RegexSet::new(patterns)?;
-        Ok(Classifier { routes, paths })
+        Ok(Classifier {
+            routes,
+            paths,
+            path_of,
+        })
     }
 
     pub fn routes(&self) -> &[RouteConfig] {
@@ -50,15 +67,25 @@ impl Classifier {
 
     /// Classifies one request head. Falls back to the last rule (the default route).
     pub fn classify(&self, method: &Method, path: &str, headers: &HeaderMap) -> Class {
-        let matched = self.paths.matches(path);
-        let index = matched
+        // The path set runs once, and only if a rule reached in order tests the path.
+        let mut matched = None;
+        // Rules often test the same header (`x-priority`): look each name up once in a row.
+        let mut last = None;
+        let index = self
+            .routes
             .iter()
-            .find(|&i| {
-                let r = &self.routes[i];
+            .zip(&self.path_of)
+            .position(|(r, path_of)| {
                 (r.methods.is_empty() || r.methods.contains(method))
                     && r.headers
                         .iter()
-                        .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
+                        .all(|(name, value)| has_value(headers, name, value, &mut last))
+                    && match *path_of {
+                        None => true,
+                        Some(p) => matched
+                            .get_or_insert_with(|| self.paths.matches(path))
+                            .matched(p),
+                    }
             })
             .unwrap_or(self.routes.len().saturating_sub(1));
         match self.routes.get(index) {
@@ -80,10 +107,24 @@ impl Classifier {
     }
 }
 
+/// True when one of `headers`' values for `name` is `value`; `last` keeps the previous
+/// lookup so that consecutive tests of one name hash it once.
+fn has_value<'a>(
+    headers: &'a HeaderMap,
+    name: &'a HeaderName,
+    value: &HeaderValue,
+    last: &mut Option<(&'a HeaderName, GetAll<'a, HeaderValue>)>,
+) -> bool {
+    if !matches!(last, Some((n, _)) if *n == name) {
+        *last = Some((name, headers.get_all(name)));
+    }
+    last.as_ref()
+        .is_some_and(|(_, all)| all.iter().any(|v| v == value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderName, HeaderValue};
 
     fn route(name: &str, methods: &[Method], path: PathMatch, prio: Priority) -> RouteConfig {
         RouteConfig {
@@ -172,5 +213,32 @@ mod tests {
         let class = c.classify(&Method::GET, "/api/v1/words/search", &h);
         assert_eq!(c.routes()[class.route].name, "by-header");
         assert_eq!(class.priority, Priority::Critical);
+    }
+
+    #[test]
+    fn rules_without_path_tests_need_no_path_set() {
+        let mut critical = route("critical", &[], PathMatch::Any, Priority::Critical);
+        critical.headers = vec![(
+            HeaderName::from_static("x-priority"),
+            HeaderValue::from_static("critical"),
+        )];
+        let mut high = route("high", &[], PathMatch::Any, Priority::High);
+        high.headers = vec![(
+            HeaderName::from_static("x-priority"),
+            HeaderValue::from_static("high"),
+        )];
+        let c = Classifier::new(vec![
+            critical,
+            high,
+            route("default", &[], PathMatch::Any, Priority::Normal),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.paths.is_empty());
+        let mut h = HeaderMap::new();
+        assert_eq!(name(&c, Method::GET, "/a", &h), "default");
+        h.insert("x-priority", HeaderValue::from_static("critical"));
+        assert_eq!(name(&c, Method::GET, "/a", &h), "critical");
+        h.insert("x-priority", HeaderValue::from_static("high"));
+        assert_eq!(name(&c, Method::GET, "/a", &h), "high");
     }
 }

@@ -272,6 +272,79 @@ async fn oversized_or_too_many_headers_get_431() {
 }
 
 #[tokio::test]
+async fn h2c_preface_split_across_writes_is_still_http2() {
+    let app = TestUpstream::start().await;
+    let sluice = start(&base_config(app.addr())).await;
+    let mut stream = tokio::net::TcpStream::connect(sluice.addr)
+        .await
+        .expect("connect");
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    stream.write_all(&preface[..10]).await.expect("first part");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(&preface[10..]).await.expect("rest");
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    stream
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .expect("settings");
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+        .await
+        .expect("answered in time")
+        .expect("a frame");
+    assert_eq!(head[3], 4, "the server's first frame is its SETTINGS");
+    drop(stream);
+    sluice.shutdown().await;
+}
+
+#[tokio::test]
+async fn h2c_is_refused_when_http2_is_off() {
+    let app = TestUpstream::start().await;
+    let cfg = set(&base_config(app.addr()), "listener", "http2", "false");
+    let sluice = start(&cfg).await;
+    let mut stream = tokio::net::TcpStream::connect(sluice.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection is closed");
+    assert!(
+        buf.is_empty() || buf.starts_with(b"HTTP/1.1 "),
+        "answered as HTTP/1 or not at all: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert_eq!(app.requests(), 0);
+    sluice.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_client_is_disconnected_after_the_header_read_timeout() {
+    let app = TestUpstream::start().await;
+    let sluice = start(&base_config(app.addr())).await; // header_read_timeout_ms = 400
+    let mut stream = tokio::net::TcpStream::connect(sluice.addr)
+        .await
+        .expect("connect");
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "sluice must close a connection that sends nothing"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.requests(), 0);
+    sluice.shutdown().await;
+}
+
+#[tokio::test]
 async fn slow_header_sender_is_disconnected() {
     let app = TestUpstream::start().await;
     let sluice = start(&base_config(app.addr())).await; // header_read_timeout_ms = 400

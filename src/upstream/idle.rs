@@ -16,23 +16,28 @@ pub struct BodyIdleTimeout(pub Duration);
 
 pin_project_lite::pin_project! {
     /// `inner`, failing with [`BodyIdleTimeout`] when no frame arrives for `timeout`.
+    ///
+    /// The clock starts at the first poll, and the timer exists only once the body has
+    /// had to wait: an empty body (never polled) or one that is ready whenever it is
+    /// polled (most responses of a fast app) costs neither a clock read at creation nor
+    /// timer registration.
     pub struct IdleTimeout<B> {
         #[pin]
         inner: B,
-        #[pin]
-        idle: Sleep,
-        last_activity: Instant,
+        // Boxed: the body (and every request and response that carries it) stays small
+        // and cheap to move; the box is only made when the body has to wait.
+        idle: Option<Pin<Box<Sleep>>>,
+        last_activity: Option<Instant>,
         timeout: Duration,
     }
 }
 
 impl<B> IdleTimeout<B> {
     pub fn new(inner: B, timeout: Duration) -> IdleTimeout<B> {
-        let now = Instant::now();
         IdleTimeout {
             inner,
-            idle: tokio::time::sleep_until(now + timeout),
-            last_activity: now,
+            idle: None,
+            last_activity: None,
             timeout,
         }
     }
@@ -51,23 +56,32 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let mut this = self.project();
-        match this.inner.poll_frame(cx) {
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                *this.last_activity = Instant::now();
+                // The last frame needs no clock: nothing is waited for after it.
+                if !this.inner.is_end_stream() {
+                    *this.last_activity = Some(Instant::now());
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => loop {
-                // The timer is re-armed lazily: only when it fires do we look at the
-                // last activity, so a busy stream costs no timer work per frame.
-                ready!(this.idle.as_mut().poll(cx));
-                let deadline = *this.last_activity + *this.timeout;
-                if Instant::now() >= deadline {
-                    return Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(*this.timeout)))));
+            Poll::Pending => {
+                let last = *this.last_activity.get_or_insert_with(Instant::now);
+                let idle = this.idle.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(last + *this.timeout))
+                });
+                loop {
+                    // The timer is re-armed lazily: only when it fires do we look at the
+                    // last activity, so a busy stream costs no timer work per frame.
+                    ready!(idle.as_mut().poll(cx));
+                    let deadline = this.last_activity.unwrap_or(last) + *this.timeout;
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(Some(Err(Box::new(BodyIdleTimeout(*this.timeout)))));
+                    }
+                    idle.as_mut().reset(deadline);
                 }
-                this.idle.as_mut().reset(deadline);
-            },
+            }
         }
     }
 
