@@ -432,8 +432,11 @@ impl Gate {
         let completions = w.completions.swap(0, Relaxed) as f64;
         let rate = completions / window.as_secs_f64().max(1e-3);
         let old = self.drain_rate();
-        // Smoothed over a few windows; a stalled class decays toward zero.
-        let new = if old == 0.0 {
+        // Smoothed over a few windows on the way down (a stalled class decays toward
+        // zero), but followed at once on the way up: while the limit climbs (slow start,
+        // a recovery), a lagging estimate would have predictive shedding refuse work the
+        // app is about to take.
+        let new = if old == 0.0 || rate >= old * DRAIN_JUMP {
             rate
         } else {
             old * 0.7 + rate * 0.3
@@ -507,6 +510,9 @@ impl Drop for WaitGuard<'_> {
         }
     }
 }
+
+/// A window that drained this many times the estimate replaces it outright.
+const DRAIN_JUMP: f64 = 1.5;
 
 /// Holds one of a class's concurrency slots; frees it on drop.
 pub struct Permit {

@@ -308,3 +308,23 @@ async fn in_a_standing_queue_a_priority_gets_only_what_higher_ones_leave() {
     assert_eq!(g.queued_by_priority()[Critical.index()], 1);
     crit.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_drain_rate_follows_a_climb_at_once_and_a_fall_smoothly() {
+    let g = gate(1, 10);
+    let mut now = Instant::now();
+    let mut window = |completions: u64| {
+        g.window.completions.store(completions, Relaxed);
+        g.window.samples.store(completions, Relaxed);
+        now += Duration::from_secs(1);
+        g.end_window(now);
+        g.drain_rate()
+    };
+    assert_eq!(window(10), 10.0);
+    // Slow start doubled the limit twice: 40 a second drained, believed at once (an
+    // estimate lagging at ~20 would shed work the app is about to take).
+    assert_eq!(window(40), 40.0);
+    // A small rise and a fall are smoothed.
+    assert!((window(50) - 43.0).abs() < 1e-9);
+    assert!((window(10) - 33.1).abs() < 1e-9);
+}
