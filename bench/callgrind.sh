@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind (exact and repeatable, unlike
+# req/s on a shared machine). sluice runs under valgrind in front of the simulated app in
+# fast mode; 4 keep-alive connections send N1, then, in a second run, N2 requests; the
+# difference divided by N2 - N1 is the cost of one request with start-up and shutdown
+# cancelled out.
+#
+#   bash bench/callgrind.sh [BIN_DIR]      (default target/release; builds it if missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="${1:-${CARGO_TARGET_DIR:-target}/release}"
+if [[ ! -x "$bin/sluice" ]]; then
+  cargo build --release --bins
+fi
+command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is not installed" >&2; exit 1; }
+
+work=$(mktemp -d)
+app=""
+trap '[[ -n "$app" ]] && kill "$app" 2>/dev/null; rm -rf "$work"' EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+app_port=$(port)
+"$bin/sluice-bench" app --addr "127.0.0.1:$app_port" --mode fast --threads 1 >/dev/null 2>&1 &
+app=$!
+
+# Instructions of one sluice run serving $1 requests.
+run() {
+  local n=$1 sl_port out
+  sl_port=$(port)
+  out="$work/callgrind.$n"
+  cat > "$work/sluice.toml" <<EOF
+[listener]
+addr = "127.0.0.1:$sl_port"
+workers = 1
+http2 = false
+[observability]
+addr = ""
+log_level = "warn"
+[upstream]
+addr = "127.0.0.1:$app_port"
+[health]
+path = ""
+EOF
+  valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$bin/sluice" --config "$work/sluice.toml" 2>"$work/valgrind.$n.log" &
+  local sl=$!
+  python3 - "$sl_port" "$n" <<'PY'
+import http.client, socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+deadline = time.time() + 60
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit("sluice did not start")
+        time.sleep(0.2)
+conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(4)]
+for i in range(n):
+    c = conns[i % 4]
+    c.request("GET", "/x")
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        sys.exit(f"request {i}: status {r.status}")
+for c in conns:
+    c.close()
+PY
+  kill -INT "$sl"
+  wait "$sl" || true
+  # "summary: <Ir>" (or "totals:") in the callgrind output file.
+  awk '/^(summary|totals):/ {print $2; exit}' "$out"
+}
+
+n1=1000
+n2=5000
+i1=$(run $n1)
+i2=$(run $n2)
+echo "instructions: $i1 for $n1 requests, $i2 for $n2"
+echo "per request: $(( (i2 - i1) / (n2 - n1) ))"
