@@ -176,7 +176,6 @@ fn authorize<B>(shared: &Shared, req: &Request<B>) -> Option<Reply> {
 fn reset(shared: &Shared) -> Reply {
     shared.metrics.reset();
     shared.admission.reset();
-    shared.degradation.reset_counts();
     tracing::info!("concurrency metrics reset through the admin API");
     json(
         StatusCode::OK,
@@ -255,7 +254,8 @@ where
             Err(e) => return bad(e.to_string()),
         }
     }
-    json(StatusCode::OK, &report::degradation(shared))
+    let snap = shared.metrics.requests.snapshot();
+    json(StatusCode::OK, &report::degradation(shared, &snap))
 }
 
 /// Compares in time that depends only on the lengths, not on where bytes differ.

@@ -71,13 +71,9 @@ impl Shared {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
-
-    /// Tasks alive across sluice's runtimes (the JSON's `goroutine_count`).
-    pub fn tokio_tasks_alive(&self) -> usize {
-        tasks_alive(&self.runtimes)
-    }
 }
 
+/// Tasks alive across sluice's runtimes (the JSON's `goroutine_count`).
 fn tasks_alive(runtimes: &Mutex<Vec<tokio::runtime::Handle>>) -> usize {
     let worker_tasks: usize = runtimes
         .lock()
@@ -358,9 +354,7 @@ fn counters(shared: &Shared) -> Counters {
     let snap = shared.metrics.requests.snapshot();
     for class in &snap.classes {
         use crate::metrics::Outcome;
-        let failed = class.count(Outcome::ServerError)
-            + class.count(Outcome::BadGateway)
-            + class.count(Outcome::GatewayTimeout);
+        let failed = class.failures();
         c.failures += failed;
         c.responses += failed + class.count(Outcome::Success) + class.count(Outcome::ClientError);
     }

@@ -28,7 +28,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -115,12 +114,10 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
     let id = forward::request_id(req.headers(), &w.ids);
     if !class.bypass && shared.degradation.is_degraded() {
         if let Some(resp) = crate::fallback::serve(shared, class, &req, &id) {
-            shared.degradation.fallbacks.fetch_add(1, Relaxed);
             record.finish(Outcome::Fallback);
             return resp.map(Either::Right);
         }
         if shared.degradation.refuses(class.priority) {
-            shared.degradation.refused.fetch_add(1, Relaxed);
             return refuse(shared, record, &id, Rejection::Degraded, DEGRADED_RETRY);
         }
     }

@@ -64,15 +64,7 @@ pub struct SystemSnapshot {
     pub tokio_tasks: Option<usize>,
 }
 
-/// The former name of [`SystemSnapshot`], still used by the JSON report.
-pub type SystemReading = SystemSnapshot;
-
 impl SystemSnapshot {
-    /// A one-off reading of this process and its cgroup (no CPU ratio: that needs two).
-    pub fn read() -> SystemSnapshot {
-        SystemMonitor::detect().read()
-    }
-
     /// Memory in use over the limit: the working set when known, else RSS. `None`
     /// without a limit.
     pub fn memory_ratio(&self) -> Option<f64> {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::harness::{observe, sample, start, start_with_env};
+use common::harness::{json, observe, reason, sample, start, start_with_env};
 use common::{Http1Client, TestUpstream};
 use http::StatusCode;
 use sluice::sim::app::{Mode, SimApp, SimSettings};
@@ -15,17 +15,6 @@ use std::time::{Duration, Instant};
 const CONCURRENCY: &str = "/api/v1/performance/concurrency";
 const HEALTH: &str = "/api/v1/performance/concurrency/health";
 const DEGRADATION: &str = "/api/v1/admin/performance/degradation";
-
-async fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let (_, _, body) = Http1Client::get(addr, path, &[]).await;
-    serde_json::from_slice(&body).expect("json")
-}
-
-fn reason(h: &http::HeaderMap) -> &str {
-    h.get("x-sluice-reason")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
 
 fn overload_config(app: SocketAddr) -> String {
     format!(
@@ -175,8 +164,8 @@ async fn sustained_overload_degrades_refuses_low_keeps_critical_and_leaves_with_
     assert!(
         sample(
             &metrics,
-            "sluice_degraded_requests_total",
-            "action=\"refused\""
+            "sluice_rejections_total",
+            "class=\"db\",priority=\"low\",reason=\"degraded\""
         ) > Some(0.0)
     );
     eprintln!(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::harness::{observe, sample, set, start};
+use common::harness::{json, observe, reason, sample, set, start};
 use common::{Http1Client, TestUpstream};
 use http::StatusCode;
 use sluice::sim::app::{ControlUpdate, Mode, SimApp, SimSettings};
@@ -67,17 +67,6 @@ enabled = false
 async fn get(addr: SocketAddr, path: &str) -> (StatusCode, http::HeaderMap, String) {
     let (status, headers, body) = Http1Client::get(addr, path, &[]).await;
     (status, headers, String::from_utf8_lossy(&body).into_owned())
-}
-
-fn reason(h: &http::HeaderMap) -> &str {
-    h.get("x-sluice-reason")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-}
-
-async fn json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let (_, _, body) = Http1Client::get(addr, path, &[]).await;
-    serde_json::from_slice(&body).expect("json")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,6 +153,7 @@ async fn breaker_opens_on_500s_refuses_at_once_lets_only_probes_through_and_reco
         cb["breakers"]["upstream"]["last_trip_reason"], "probe_failed",
         "{cb}"
     );
+    assert_eq!(cb["breakers"]["upstream"]["refused"], 52, "{cb}");
     let remaining = cb["breakers"]["upstream"]["open_remaining_ms"]
         .as_f64()
         .unwrap();

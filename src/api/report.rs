@@ -10,7 +10,6 @@ use crate::metrics::{quantile, ClassSnapshot, Outcome, StatsSnapshot};
 use crate::priority::Priority;
 use crate::upstream::health::Verdict;
 use serde_json::{json, Map, Value};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 use tokio::time::Instant;
 
@@ -21,10 +20,6 @@ const ERROR_RATIO: f64 = 0.1;
 
 fn ms(seconds: f64) -> f64 {
     (seconds * 1e6).round() / 1e3
-}
-
-fn failures(c: &ClassSnapshot) -> u64 {
-    c.count(Outcome::ServerError) + c.count(Outcome::BadGateway) + c.count(Outcome::GatewayTimeout)
 }
 
 pub(super) fn concurrency(shared: &Shared) -> Value {
@@ -43,7 +38,7 @@ pub(super) fn concurrency(shared: &Shared) -> Value {
         "routes": routes(shared, &snap),
         "upstream": upstream(shared),
         "circuit_breaker": circuit_breaker(shared),
-        "degradation": degradation(shared),
+        "degradation": degradation(shared, &snap),
         "fallbacks": fallbacks(shared),
         "background": {"enabled": false, "reason": "the background task queue is not built yet"},
         "alerts": alerts(shared),
@@ -79,7 +74,7 @@ fn concurrency_metrics(shared: &Shared, snap: &StatsSnapshot) -> Value {
 
 fn system_stats(shared: &Shared, now: &str) -> Value {
     let r = shared.system.latest();
-    let tasks = shared.tokio_tasks_alive();
+    let tasks = r.tokio_tasks;
     json!({
         "cpu_count": r.cpu_count,
         "cpu_quota_cores": r.cpu_quota_cores,
@@ -125,7 +120,7 @@ fn request_handler_stats(shared: &Shared, snap: &StatsSnapshot, now: &str) -> Va
         all.max_seconds = all.max_seconds.max(c.max_seconds);
     }
     let total = all.total();
-    let failed = failures(&all);
+    let failed = all.failures();
     let refused = all.count(Outcome::Rejected) + all.count(Outcome::RateLimited);
     json!({
         "active_requests": all.inflight,
@@ -138,8 +133,7 @@ fn request_handler_stats(shared: &Shared, snap: &StatsSnapshot, now: &str) -> Va
         "rate_limited_requests": all.count(Outcome::RateLimited),
         // Requests answered differently because sluice was degraded: refused for their
         // priority, or given the route's fallback.
-        "degraded_requests": shared.degradation.refused.load(Relaxed)
-            + shared.degradation.fallbacks.load(Relaxed),
+        "degraded_requests": degraded_refusals(shared) + all.count(Outcome::Fallback),
         "fallback_requests": all.count(Outcome::Fallback),
         "average_response_time_ms": ms(all.mean_seconds()),
         "max_response_time_ms": ms(all.max_seconds),
@@ -282,6 +276,17 @@ fn circuit_breaker(shared: &Shared) -> Value {
         .all
         .iter()
         .map(|n| {
+            // Its refusals, as counted by the gates of the classes it guards.
+            let refused: u64 = shared
+                .admission
+                .gates
+                .iter()
+                .enumerate()
+                .filter(|(c, _)| b.for_class(*c).is_some_and(|x| std::ptr::eq(x, n)))
+                .flat_map(|(_, g)| {
+                    Priority::ALL.map(|p| g.stats.rejected_count(p, Rejection::CircuitOpen))
+                })
+                .sum();
             let s = n.breaker.snapshot(now);
             let v = json!({
                 "state": s.state.as_str(),
@@ -293,7 +298,7 @@ fn circuit_breaker(shared: &Shared) -> Value {
                 "last_trip_reason": s.last_trip.map(|r| r.as_str()),
                 "probes_in_flight": s.probes_in_flight,
                 "probe_successes": s.probe_successes,
-                "refused": n.refused(),
+                "refused": refused,
             });
             (n.name.clone(), v)
         })
@@ -319,7 +324,17 @@ fn circuit_breaker(shared: &Shared) -> Value {
     })
 }
 
-pub(super) fn degradation(shared: &Shared) -> Value {
+/// Requests refused for their priority while degraded, as the gates counted them.
+fn degraded_refusals(shared: &Shared) -> u64 {
+    shared
+        .admission
+        .gates
+        .iter()
+        .flat_map(|g| Priority::ALL.map(|p| g.stats.rejected_count(p, Rejection::Degraded)))
+        .sum()
+}
+
+pub(super) fn degradation(shared: &Shared, snap: &StatsSnapshot) -> Value {
     let d = &shared.degradation;
     let v = d.view(Instant::now());
     let s = &v.snapshot;
@@ -339,8 +354,8 @@ pub(super) fn degradation(shared: &Shared) -> Value {
         "until_exit_ms": s.until_exit.map(ms_of),
         "entered_count": s.entered_count,
         "refuse_below": d.config.refuse_below.as_str(),
-        "refused_requests": d.refused.load(Relaxed),
-        "fallback_requests": d.fallbacks.load(Relaxed),
+        "refused_requests": degraded_refusals(shared),
+        "fallback_requests": snap.classes.iter().map(|c| c.count(Outcome::Fallback)).sum::<u64>(),
         "signals": {
             "queue_wait_p99_ms": sig.queue_wait.map(ms_of),
             "shed_ratio": sig.shed_ratio,
@@ -369,6 +384,22 @@ fn fallbacks(shared: &Shared) -> Value {
             })
             .collect(),
     )
+}
+
+/// sluice's own CPU, memory and file descriptors above [`BUSY_RATIO`] of their limits.
+fn system_issues(shared: &Shared) -> Vec<String> {
+    let sys = shared.system.latest();
+    [
+        ("memory", sys.memory_ratio()),
+        ("cpu", sys.cpu_usage_ratio),
+        ("file descriptors", sys.fd_ratio()),
+    ]
+    .into_iter()
+    .filter_map(|(what, ratio)| {
+        let r = ratio.filter(|r| *r > BUSY_RATIO)?;
+        Some(format!("{what} at {:.0}% of the limit", r * 100.0))
+    })
+    .collect()
 }
 
 /// Thresholds crossed right now, one line each: what an operator should look at.
@@ -405,19 +436,8 @@ fn alerts(shared: &Shared) -> Value {
             "message": format!("degraded: {}", d.issues.join("; ")),
         }));
     }
-    let sys = shared.system.latest();
-    for (what, ratio) in [
-        ("memory", sys.memory_ratio()),
-        ("cpu", sys.cpu_usage_ratio),
-        ("file descriptors", sys.fd_ratio()),
-    ] {
-        if let Some(r) = ratio.filter(|r| *r > BUSY_RATIO) {
-            out.push(json!({
-                "component": "system",
-                "severity": "warning",
-                "message": format!("{what} at {:.0}% of the limit", r * 100.0),
-            }));
-        }
+    for message in system_issues(shared) {
+        out.push(json!({"component": "system", "severity": "warning", "message": message}));
     }
     if shared.health.verdict() == Verdict::Down {
         out.push(json!({
@@ -482,7 +502,7 @@ pub(super) fn health(shared: &Shared) -> (bool, Value) {
         }
         let total = c.total();
         if total > 0 {
-            let ratio = failures(c) as f64 / total as f64;
+            let ratio = c.failures() as f64 / total as f64;
             if ratio > ERROR_RATIO {
                 issues.push(format!("error rate {:.1}% since last reset", ratio * 100.0));
             }
@@ -523,17 +543,7 @@ pub(super) fn health(shared: &Shared) -> (bool, Value) {
     } else {
         add("degradation".into(), 0, vec![]);
     }
-    let sys = shared.system.latest();
-    let mut issues = Vec::new();
-    for (what, ratio) in [
-        ("memory", sys.memory_ratio()),
-        ("cpu", sys.cpu_usage_ratio),
-        ("file descriptors", sys.fd_ratio()),
-    ] {
-        if let Some(r) = ratio.filter(|r| *r > BUSY_RATIO) {
-            issues.push(format!("{what} at {:.0}% of the limit", r * 100.0));
-        }
-    }
+    let issues = system_issues(shared);
     let level = u8::from(!issues.is_empty());
     add("system".into(), level, issues);
     let overall = ["healthy", "degraded", "unhealthy"][usize::from(worst)];

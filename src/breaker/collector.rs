@@ -9,7 +9,7 @@ use prometheus::proto::{MetricFamily, MetricType};
 use std::sync::Arc;
 use tokio::time::Instant;
 
-const FAMILIES: [(&str, &str, &[&str], MetricType); 9] = [
+const FAMILIES: [(&str, &str, &[&str], MetricType); 8] = [
     (
         "sluice_circuit_state",
         "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
@@ -50,12 +50,6 @@ const FAMILIES: [(&str, &str, &[&str], MetricType); 9] = [
         "sluice_degradation_transitions_total",
         "Times degradation mode was entered (to=\"degraded\") or left (to=\"normal\").",
         &["to"],
-        MetricType::COUNTER,
-    ),
-    (
-        "sluice_degraded_requests_total",
-        "Requests answered differently because sluice was degraded, by action.",
-        &["action"],
         MetricType::COUNTER,
     ),
     (
@@ -102,7 +96,7 @@ impl Collector for ResilienceCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let now = Instant::now();
-        let mut out: [Vec<_>; 9] = Default::default();
+        let mut out: [Vec<_>; 8] = Default::default();
         for b in self.breakers.iter().flat_map(|b| b.all.iter()) {
             let name = b.name.as_str();
             let state = b.breaker.state(now);
@@ -132,13 +126,9 @@ impl Collector for ResilienceCollector {
         let left = entered.saturating_sub(u64::from(snap.degraded));
         out[6].push(counter(&[("to", "degraded")], entered as f64));
         out[6].push(counter(&[("to", "normal")], left as f64));
-        let refused = d.refused.load(std::sync::atomic::Ordering::Relaxed);
-        let fallbacks = d.fallbacks.load(std::sync::atomic::Ordering::Relaxed);
-        out[7].push(counter(&[("action", "refused")], refused as f64));
-        out[7].push(counter(&[("action", "fallback")], fallbacks as f64));
         match self.health.verdict() {
-            Verdict::Up => out[8].push(gauge(&[], 1.0)),
-            Verdict::Down => out[8].push(gauge(&[], 0.0)),
+            Verdict::Up => out[7].push(gauge(&[], 1.0)),
+            Verdict::Down => out[7].push(gauge(&[], 0.0)),
             Verdict::Unknown => {}
         }
         FAMILIES

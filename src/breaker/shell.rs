@@ -17,8 +17,6 @@ pub struct Named {
     transitions: [AtomicU64; 3],
     /// Trips to open by reason, in `TripReason::ALL` order.
     trips: [AtomicU64; 4],
-    /// Calls refused while open or half-open.
-    refused: AtomicU64,
 }
 
 /// Every breaker, and which one each class uses.
@@ -49,7 +47,6 @@ impl Breakers {
                     name,
                     transitions: Default::default(),
                     trips: Default::default(),
-                    refused: AtomicU64::new(0),
                 }
             })
             .collect();
@@ -113,16 +110,10 @@ impl Named {
         if let Some(t) = transition {
             self.note(&t, "interval passed");
         }
-        match ticket {
-            Ok(ticket) => Ok(Call {
-                named: self,
-                ticket: Some(ticket),
-            }),
-            Err(wait) => {
-                self.refused.fetch_add(1, Relaxed);
-                Err(wait)
-            }
-        }
+        ticket.map(|ticket| Call {
+            named: self,
+            ticket: Some(ticket),
+        })
     }
 
     pub fn transitions_to(&self, s: State) -> u64 {
@@ -131,10 +122,6 @@ impl Named {
 
     pub fn trips(&self, r: TripReason) -> u64 {
         self.trips[trip_index(r)].load(Relaxed)
-    }
-
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Relaxed)
     }
 
     fn note(&self, t: &Transition, cause: &str) {
@@ -172,10 +159,6 @@ impl Call<'_> {
         if let Some(t) = self.ticket.take() {
             self.report(t, result);
         }
-    }
-
-    pub fn is_probe(&self) -> bool {
-        self.ticket.as_ref().is_some_and(Ticket::is_probe)
     }
 
     fn report(&self, ticket: Ticket, result: CallResult) {

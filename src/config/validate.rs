@@ -69,20 +69,22 @@ impl<'a> Problems<'a> {
         self.errors.push(error);
     }
 
-    /// `value` (or `default` when unset), checked against `range`.
-    pub(crate) fn count(
+    /// `value` (or `default` when unset); a problem at `path` if it is outside `range`
+    /// (`unit` follows the numbers in the message, e.g. `" ms"`).
+    fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
         &mut self,
         path: &str,
-        value: Option<usize>,
-        default: usize,
-        range: RangeInclusive<usize>,
-    ) -> usize {
+        value: Option<T>,
+        default: T,
+        range: RangeInclusive<T>,
+        unit: &str,
+    ) -> T {
         let v = value.unwrap_or(default);
         if !range.contains(&v) {
             self.at(
                 path,
                 format!(
-                    "must be between {} and {}, got {v}",
+                    "must be between {} and {}{unit}, got {v}",
                     range.start(),
                     range.end()
                 ),
@@ -91,27 +93,15 @@ impl<'a> Problems<'a> {
         v
     }
 
-    /// A fraction (or `default` when unset), checked against `range`.
-    pub(crate) fn ratio(
+    /// `value` (or `default` when unset), checked against `range`.
+    pub(crate) fn count(
         &mut self,
         path: &str,
-        value: Option<f64>,
-        default: f64,
-        range: RangeInclusive<f64>,
-    ) -> f64 {
-        let v = value.unwrap_or(default);
-        if !(v.is_finite() && range.contains(&v)) {
-            self.at(
-                path,
-                format!(
-                    "must be between {} and {}, got {v}",
-                    range.start(),
-                    range.end()
-                ),
-            );
-            return default;
-        }
-        v
+        value: Option<usize>,
+        default: usize,
+        range: RangeInclusive<usize>,
+    ) -> usize {
+        self.in_range(path, value, default, range, "")
     }
 
     /// A count that must fit a `u32`, checked against `range`.
@@ -122,18 +112,25 @@ impl<'a> Problems<'a> {
         default: u32,
         range: RangeInclusive<u32>,
     ) -> u32 {
-        let v = value.unwrap_or(default);
-        if !range.contains(&v) {
-            self.at(
-                path,
-                format!(
-                    "must be between {} and {}, got {v}",
-                    range.start(),
-                    range.end()
-                ),
-            );
+        self.in_range(path, value, default, range, "")
+    }
+
+    /// A fraction (or `default` when unset), checked against `range`; the default stands
+    /// in for a value outside it (NaN included).
+    pub(crate) fn ratio(
+        &mut self,
+        path: &str,
+        value: Option<f64>,
+        default: f64,
+        range: RangeInclusive<f64>,
+    ) -> f64 {
+        let v = self.in_range(path, value, default, range.clone(), "");
+        // NaN and infinities are in no range of finite bounds: reported above too.
+        if range.contains(&v) {
+            v
+        } else {
+            default
         }
-        v
     }
 
     /// A `*_ms` field (or `default_ms` when unset), checked against `range`.
@@ -144,18 +141,7 @@ impl<'a> Problems<'a> {
         default_ms: u64,
         range: RangeInclusive<u64>,
     ) -> Duration {
-        let v = value.unwrap_or(default_ms);
-        if !range.contains(&v) {
-            self.at(
-                path,
-                format!(
-                    "must be between {} and {} ms, got {v}",
-                    range.start(),
-                    range.end()
-                ),
-            );
-        }
-        Duration::from_millis(v)
+        Duration::from_millis(self.in_range(path, value, default_ms, range, " ms"))
     }
 }
 

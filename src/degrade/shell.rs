@@ -5,7 +5,7 @@ use super::sample::{Counters, Sampler};
 use super::{Controller, DegradeSettings, DegradeSnapshot, Mode, Reason, Signals, Thresholds};
 use crate::config::DegradationConfig;
 use crate::priority::Priority;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -24,10 +24,6 @@ pub struct Degradation {
     pub config: DegradationConfig,
     degraded: AtomicBool,
     state: Mutex<State>,
-    /// Requests refused because of their priority while degraded.
-    pub refused: AtomicU64,
-    /// Requests answered with a route's fallback while degraded.
-    pub fallbacks: AtomicU64,
 }
 
 struct State {
@@ -53,8 +49,6 @@ impl Degradation {
                 controller: Controller::new(settings, now),
                 signals: Signals::default(),
             }),
-            refused: AtomicU64::new(0),
-            fallbacks: AtomicU64::new(0),
             config,
         }
     }
@@ -122,20 +116,6 @@ impl Degradation {
             signals: st.signals.clone(),
             issues: issues(&st),
         }
-    }
-
-    /// Zeroes the request counters (admin reset); the state itself is untouched.
-    pub fn reset_counts(&self) {
-        self.refused.store(0, Relaxed);
-        self.fallbacks.store(0, Relaxed);
-    }
-
-    pub fn mode(&self) -> Mode {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .controller
-            .mode()
     }
 
     /// Samples every `config.interval` until shutdown: `read` gives the counters and the

@@ -289,6 +289,12 @@ impl ClassSnapshot {
     pub fn count(&self, o: Outcome) -> u64 {
         self.outcomes[o.index()]
     }
+    /// Failures at or behind the app: its 5xx answers, and sluice's 502s and 504s.
+    pub fn failures(&self) -> u64 {
+        self.count(Outcome::ServerError)
+            + self.count(Outcome::BadGateway)
+            + self.count(Outcome::GatewayTimeout)
+    }
     pub fn mean_seconds(&self) -> f64 {
         match self.total() {
             0 => 0.0,

@@ -64,16 +64,8 @@ impl SystemMonitor {
         self
     }
 
-    pub fn cgroup(&self) -> &CgroupFs {
-        &self.cgroup
-    }
-
-    /// Reads everything except the CPU ratio; touches no state.
-    pub fn read(&self) -> SystemSnapshot {
-        self.read_with_usage().0
-    }
-
-    fn read_with_usage(&self) -> (SystemSnapshot, Option<CpuUsage>) {
+    /// Reads everything except the CPU ratio (that needs two readings); touches no state.
+    fn read(&self) -> (SystemSnapshot, Option<CpuUsage>) {
         let quota = self.cgroup.cpu_quota_cores();
         let usage = self.cpu_usage();
         let memory = self.cgroup.memory();
@@ -109,7 +101,7 @@ impl SystemMonitor {
 
     /// Reads everything at `now`, updates the CPU ratio, stores and returns the snapshot.
     pub fn sample(&self, now: Instant) -> SystemSnapshot {
-        let (mut snap, usage) = self.read_with_usage();
+        let (mut snap, usage) = self.read();
         // The ratio is of what the process can actually use: the quota, capped by CPUs.
         let available = self.cores_available as f64;
         let cores = snap.cpu_quota_cores.map_or(available, |q| q.min(available));
@@ -121,12 +113,7 @@ impl SystemMonitor {
                 meter.reset();
                 *source = Some(usage.source);
             }
-            snap.cpu_usage_ratio = if meter.too_soon(now) {
-                // Too soon after the last reading to say anything new: keep its ratio.
-                lock(&self.latest).cpu_usage_ratio
-            } else {
-                meter.observe(usage.total, now, cores)
-            };
+            snap.cpu_usage_ratio = meter.observe(usage.total, now, cores);
         }
         *lock(&self.latest) = snap.clone();
         snap

@@ -273,8 +273,8 @@ fn cpu_meter_ratio_of_cores() {
     // Half a core of a 0.5-core quota: fully used.
     let r = m.observe(Duration::from_millis(11_500), sec(3.0), 0.5);
     assert_eq!(r, Some(1.0));
-    // No time passed: None, and the old baseline stays.
-    assert_eq!(m.observe(Duration::from_secs(12), sec(3.0), 1.0), None);
+    // No time passed: the last ratio again, and the old baseline stays.
+    assert_eq!(m.observe(Duration::from_secs(12), sec(3.0), 1.0), Some(1.0));
     assert_eq!(m.observe(Duration::from_secs(12), sec(4.0), 1.0), Some(0.5));
     // Counter went backwards (cgroup recreated): None, then measured from the new base.
     assert_eq!(m.observe(Duration::from_secs(1), sec(5.0), 1.0), None);

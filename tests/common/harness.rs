@@ -118,3 +118,21 @@ pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// `GET` a JSON endpoint of sluice's and parse the body (panics if it is not JSON).
+pub async fn json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let (_, _, body) = super::Http1Client::get(addr, path, &[]).await;
+    serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "{path} is not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    })
+}
+
+/// The `X-Sluice-Reason` of a response, or `""`.
+pub fn reason(h: &http::HeaderMap) -> &str {
+    h.get("x-sluice-reason")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
