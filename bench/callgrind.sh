@@ -16,7 +16,7 @@ command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is not installe
 
 work=$(mktemp -d)
 app=""
-trap '[[ -n "$app" ]] && kill "$app" 2>/dev/null; rm -rf "$work"' EXIT
+trap '[[ -n "$app" ]] && kill "$app" 2>/dev/null; [[ -n "${KEEP:-}" ]] || rm -rf "$work"' EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 app_port=$(port)

@@ -20,7 +20,7 @@ use crate::classify::Class;
 use crate::forward;
 use crate::metrics::Outcome;
 use crate::rejection::Refusal;
-use crate::upstream::{IdleTimeout, Pool, PooledBody, UpstreamError};
+use crate::upstream::{IdleTimeout, Pool, PooledBody, Upgrade, UpstreamError};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -195,6 +195,16 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
             record.finish(Outcome::from_status(status));
             resp.map(Either::Left)
         }
+        Ok(Err(e @ UpstreamError::RequestBody(_))) => {
+            // The client's upload broke or stalled: nothing to learn about the app.
+            if let Some(call) = call {
+                call.finish(CallResult::Ignored);
+            }
+            tracing::debug!(request_id = ?id, error = %e, "request body failed");
+            let refusal = Refusal::from(&e);
+            record.finish(refusal.outcome());
+            refusal.response(&id, None).map(Either::Right)
+        }
         Ok(Err(e)) => {
             if let Some(p) = &permit {
                 p.record(rtt, true);
@@ -278,24 +288,24 @@ async fn upgrade(
     client: hyper::upgrade::OnUpgrade,
     permit: &mut Option<Permit>,
 ) -> Result<Response<PooledBody>, UpstreamError> {
-    let mut resp = w.pool.send_upgrade(req).await?;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let app = hyper::upgrade::on(&mut resp);
-        let held = permit.take();
-        tokio::spawn(async move {
-            let _held = held;
-            match tokio::try_join!(client, app) {
-                Ok((client, app)) => {
-                    let (mut client, mut app) = (TokioIo::new(client), TokioIo::new(app));
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut app).await {
-                        tracing::debug!(error = %e, "upgraded connection ended");
-                    }
+    let (resp, app) = match w.pool.send_upgrade(req).await? {
+        Upgrade::Answered(resp) => return Ok(resp),
+        Upgrade::Switched(resp, app) => (resp, app),
+    };
+    let held = permit.take();
+    tokio::spawn(async move {
+        let _held = held;
+        match client.await {
+            Ok(client) => {
+                let mut client = TokioIo::new(client);
+                if let Err(e) = app.splice(&mut client).await {
+                    tracing::debug!(error = %e, "upgraded connection ended");
                 }
-                Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
             }
-        });
-    }
-    Ok(resp.map(|b| w.pool.unpooled_body(b)))
+            Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+        }
+    });
+    Ok(resp)
 }
 
 /// `Retry-After` for requests refused because sluice is degraded: degradation lasts at
@@ -337,6 +347,8 @@ fn count_upstream_error(shared: &Shared, e: &UpstreamError) {
         UpstreamError::ConnectTimeout => errors.connect_timeout.inc(),
         UpstreamError::Closed(_) => errors.closed.inc(),
         UpstreamError::Protocol(_) => errors.protocol.inc(),
+        // The client's fault, not the app's: counted with the client errors.
+        UpstreamError::RequestBody(_) => {}
     }
 }
 

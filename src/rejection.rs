@@ -27,6 +27,11 @@ pub enum Refusal {
     UpstreamProtocol,
     /// No response head within the route's timeout.
     UpstreamTimeout,
+    /// The client stalled in the middle of its request body for longer than the body
+    /// idle timeout.
+    RequestBodyTimeout,
+    /// The client's request body broke off (the connection closed or sent bad framing).
+    RequestBodyFailed,
     /// Admission refused the request before anything was sent to the app.
     Admission(Rejection),
 }
@@ -39,6 +44,8 @@ impl Refusal {
             | Refusal::UpstreamClosed
             | Refusal::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Refusal::RequestBodyFailed => StatusCode::BAD_REQUEST,
             Refusal::Admission(r) => match r {
                 Rejection::RateLimited => StatusCode::TOO_MANY_REQUESTS,
                 Rejection::QueueFull
@@ -59,6 +66,8 @@ impl Refusal {
             Refusal::UpstreamClosed => "upstream_connection_closed",
             Refusal::UpstreamProtocol => "upstream_protocol_error",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::RequestBodyTimeout => "request_body_timeout",
+            Refusal::RequestBodyFailed => "request_body_failed",
             Refusal::Admission(r) => r.as_str(),
         }
     }
@@ -70,6 +79,8 @@ impl Refusal {
             Refusal::UpstreamClosed => "the application closed the connection without answering",
             Refusal::UpstreamProtocol => "the application sent an invalid response",
             Refusal::UpstreamTimeout => "the application did not answer in time",
+            Refusal::RequestBodyTimeout => "the request body stalled for too long",
+            Refusal::RequestBodyFailed => "the request body could not be read",
             Refusal::Admission(r) => match r {
                 Rejection::QueueFull => "too many requests are waiting; try again later",
                 Rejection::Displaced => "more urgent requests took this request's place",
@@ -95,6 +106,7 @@ impl Refusal {
             | Refusal::UpstreamClosed
             | Refusal::UpstreamProtocol => Outcome::BadGateway,
             Refusal::UpstreamTimeout => Outcome::GatewayTimeout,
+            Refusal::RequestBodyTimeout | Refusal::RequestBodyFailed => Outcome::ClientError,
             Refusal::Admission(Rejection::RateLimited) => Outcome::RateLimited,
             Refusal::Admission(
                 Rejection::QueueFull
@@ -146,6 +158,10 @@ impl From<&UpstreamError> for Refusal {
             UpstreamError::ConnectTimeout => Refusal::UpstreamConnectTimeout,
             UpstreamError::Closed(_) => Refusal::UpstreamClosed,
             UpstreamError::Protocol(_) => Refusal::UpstreamProtocol,
+            UpstreamError::RequestBody(_) if e.is_request_body_timeout() => {
+                Refusal::RequestBodyTimeout
+            }
+            UpstreamError::RequestBody(_) => Refusal::RequestBodyFailed,
         }
     }
 }

@@ -2,24 +2,31 @@
 //! app, and the response body that hands its connection back when it is done.
 //!
 //! Each worker thread owns one [`Pool`]; only that thread touches its idle list, so its
-//! mutex is never contended. A connection goes back to the pool only after its response
-//! body ended cleanly; a body dropped early closes its connection. A request that was
-//! never written to a reused connection (hyper hands it back) is retried once on a fresh
-//! one; nothing already sent is ever retried.
+//! mutex is never contended. The exchange itself ([`conn`]) runs in the request's task
+//! with sluice's own HTTP/1.1 framing ([`h1`]): there is no per-connection task. A
+//! connection goes back to the pool only after its response body ended cleanly; a body
+//! dropped early closes its connection. A request is retried once, on a fresh
+//! connection, when a reused connection failed before the app could have seen it: the
+//! head was not written whole, or (for an idempotent request without a body) the
+//! connection closed before any byte of a response. Nothing else is ever retried.
 
 mod body;
+mod conn;
+pub mod h1;
 pub mod health;
 mod idle;
 
 pub use body::{Capture, PooledBody};
+pub use conn::Conn;
 pub use idle::{BodyIdleTimeout, IdleTimeout};
 
 use bytes::Bytes;
+use conn::Failed;
+use h1::{Asked, RequestFraming};
+use http::{header, Method, Request, Response};
+use http_body::Body;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use prometheus::{IntCounter, IntGauge};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,18 +44,31 @@ pub enum UpstreamError {
     Connect(#[source] std::io::Error),
     #[error("connect to upstream timed out")]
     ConnectTimeout,
-    #[error("upstream closed the connection before a response")]
-    Closed(#[source] hyper::Error),
+    #[error("upstream closed the connection before a response: {0}")]
+    Closed(#[source] std::io::Error),
     #[error("upstream exchange failed: {0}")]
-    Protocol(#[source] hyper::Error),
+    Protocol(#[source] h1::HeadError),
+    /// The client's request body failed while it was being sent (the client went away,
+    /// or stalled past the body idle timeout): nothing the app did.
+    #[error("request body failed: {0}")]
+    RequestBody(#[source] conn::BoxError),
 }
 
 impl UpstreamError {
-    fn from_hyper(e: hyper::Error) -> UpstreamError {
-        if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
-            UpstreamError::Closed(e)
-        } else {
-            UpstreamError::Protocol(e)
+    /// The request body stalled past the body idle timeout (rather than breaking).
+    pub fn is_request_body_timeout(&self) -> bool {
+        matches!(self, UpstreamError::RequestBody(e) if e.is::<BodyIdleTimeout>())
+    }
+}
+
+impl From<Failed> for UpstreamError {
+    fn from(f: Failed) -> UpstreamError {
+        match f {
+            Failed::NotSent(e) | Failed::NoResponse(e) | Failed::Broken(e) => {
+                UpstreamError::Closed(e)
+            }
+            Failed::Protocol(e) => UpstreamError::Protocol(e),
+            Failed::RequestBody(e) => UpstreamError::RequestBody(e),
         }
     }
 }
@@ -64,8 +84,15 @@ pub struct PoolSettings {
 }
 
 struct Idle {
-    sender: http1::SendRequest<UpstreamBody>,
+    conn: Conn,
     since: Instant,
+}
+
+/// A response to an upgrade request: the app switched protocols (the connection is
+/// handed over for splicing), or answered like any other request.
+pub enum Upgrade {
+    Switched(Response<PooledBody>, Conn),
+    Answered(Response<PooledBody>),
 }
 
 /// One worker's keep-alive connections to the app.
@@ -75,6 +102,49 @@ pub struct Pool {
     open: IntGauge,
     /// `sluice_upstream_errors_total{kind="body"}`: response bodies that broke or stalled.
     body_errors: IntCounter,
+}
+
+/// A request encoded once, so that a retry sends the very same bytes.
+struct Encoded {
+    head: Vec<u8>,
+    body: Option<UpstreamBody>,
+    framing: RequestFraming,
+    asked: Asked,
+    /// A retry after the app may have seen the head is safe.
+    replayable: bool,
+}
+
+impl Encoded {
+    fn new(req: Request<UpstreamBody>, upgrade: bool) -> Encoded {
+        let (parts, body) = req.into_parts();
+        let end = body.is_end_stream();
+        let framing = RequestFraming::choose(
+            body.size_hint().exact(),
+            end,
+            parts.headers.contains_key(header::CONTENT_LENGTH),
+        );
+        let mut head = Vec::with_capacity(256 + 64 * parts.headers.len());
+        h1::encode_request(&parts, framing, &mut head);
+        let idempotent = matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        Encoded {
+            head,
+            body: (!end).then_some(body),
+            framing,
+            asked: Asked {
+                head: parts.method == Method::HEAD,
+                upgrade,
+            },
+            replayable: end && idempotent && !upgrade,
+        }
+    }
 }
 
 impl Pool {
@@ -89,15 +159,6 @@ impl Pool {
         })
     }
 
-    /// A body for a response on a connection that is never pooled (an upgrade's).
-    pub fn unpooled_body(&self, inner: Incoming) -> PooledBody {
-        PooledBody::unpooled(
-            inner,
-            self.settings.body_idle_timeout,
-            self.body_errors.clone(),
-        )
-    }
-
     /// Idle connections held right now.
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map_or(0, |v| v.len())
@@ -106,73 +167,114 @@ impl Pool {
     /// Sends `req` on a pooled (or new) connection and returns the response head.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<UpstreamBody>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
-        loop {
-            let (mut sender, reused) = match self.take_idle() {
-                Some(s) => (s, true),
-                None => (self.connect().await?, false),
-            };
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let timeout = self.settings.body_idle_timeout;
-                    let errors = self.body_errors.clone();
-                    return Ok(
-                        resp.map(|b| PooledBody::new(b, self.clone(), sender, timeout, errors))
-                    );
-                }
-                Err(mut e) => match e.take_message() {
-                    // Never written: safe to try again on a fresh connection.
-                    Some(back) if reused => req = back,
-                    _ => return Err(UpstreamError::from_hyper(e.into_error())),
-                },
-            }
-        }
+        let mut req = Encoded::new(req, false);
+        let (conn, head) = self.exchange(&mut req).await?;
+        Ok(self.response(conn, head, true))
     }
 
     /// Sends an upgrade request (WebSocket) on a dedicated connection that is never pooled.
     pub async fn send_upgrade(
-        &self,
+        self: &Arc<Self>,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let io = self.dial().await?;
-        let (mut sender, conn) = http1::handshake(io)
-            .await
-            .map_err(UpstreamError::from_hyper)?;
-        let open = self.open.clone();
-        open.inc();
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-            open.dec();
-        });
-        sender
-            .send_request(req)
-            .await
-            .map_err(UpstreamError::from_hyper)
+    ) -> Result<Upgrade, UpstreamError> {
+        let mut req = Encoded::new(req, true);
+        let mut conn = self.connect().await?;
+        let head = conn
+            .exchange(&req.head, &mut req.body, req.framing, req.asked)
+            .await?;
+        if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            let mut resp = self.response_head(&head);
+            *resp.headers_mut() = head.headers;
+            let body = PooledBody::empty(self.settings.body_idle_timeout, self.body_errors.clone());
+            return Ok(Upgrade::Switched(resp.map(|()| body), conn));
+        }
+        Ok(Upgrade::Answered(self.response(conn, head, false)))
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<UpstreamBody>> {
+    /// The exchange on an idle connection, or a new one; once more on a new one when a
+    /// reused connection turned out to be closed before the app could act on it.
+    async fn exchange(
+        self: &Arc<Self>,
+        req: &mut Encoded,
+    ) -> Result<(Conn, h1::ResponseHead), UpstreamError> {
+        if let Some(mut conn) = self.take_idle() {
+            // The body is only taken once the head is written: a request that failed
+            // before that still has it for the retry.
+            match conn
+                .exchange(&req.head, &mut req.body, req.framing, req.asked)
+                .await
+            {
+                Ok(head) => return Ok((conn, head)),
+                Err(Failed::NotSent(_)) => {}
+                Err(Failed::NoResponse(_)) if req.replayable => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut conn = self.connect().await?;
+        let head = conn
+            .exchange(&req.head, &mut req.body, req.framing, req.asked)
+            .await?;
+        Ok((conn, head))
+    }
+
+    fn response_head(&self, head: &h1::ResponseHead) -> Response<()> {
+        let mut resp = Response::new(());
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        resp
+    }
+
+    fn response(
+        self: &Arc<Self>,
+        conn: Conn,
+        head: h1::ResponseHead,
+        pooled: bool,
+    ) -> Response<PooledBody> {
+        let mut resp = self.response_head(&head);
+        let stream = conn::Stream::new(
+            conn,
+            head.framing,
+            head.reusable,
+            pooled.then(|| self.clone()),
+        );
+        *resp.headers_mut() = head.headers;
+        resp.map(|()| {
+            PooledBody::new(
+                stream,
+                self.settings.body_idle_timeout,
+                self.body_errors.clone(),
+            )
+        })
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
         let now = Instant::now();
-        while let Some(c) = idle.pop() {
-            if c.sender.is_ready() && now.duration_since(c.since) < self.settings.idle_timeout {
-                return Some(c.sender);
+        while let Some(mut c) = idle.pop() {
+            if now.duration_since(c.since) < self.settings.idle_timeout && c.conn.is_usable() {
+                return Some(c.conn);
             }
         }
         None
     }
 
     /// Hands a connection back after its response ended cleanly.
-    pub(crate) fn put(&self, sender: http1::SendRequest<UpstreamBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    pub(crate) fn put(&self, conn: Conn) {
         if let Ok(mut idle) = self.idle.lock() {
             let now = Instant::now();
             let ttl = self.settings.idle_timeout;
-            idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < ttl);
+            // Expired connections sit at the bottom (oldest first): drop them there.
+            let expired = idle
+                .iter()
+                .take_while(|c| now.duration_since(c.since) >= ttl)
+                .count();
+            if expired > 0 {
+                idle.drain(..expired);
+            }
             if idle.len() < self.settings.max_idle {
-                idle.push(Idle { sender, since: now });
+                idle.push(Idle { conn, since: now });
             }
         }
     }
@@ -184,7 +286,7 @@ impl Pool {
         }
     }
 
-    async fn dial(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
         let stream = tokio::time::timeout(
             self.settings.connect_timeout,
             TcpStream::connect(self.settings.addr.as_str()),
@@ -193,22 +295,6 @@ impl Pool {
         .map_err(|_| UpstreamError::ConnectTimeout)?
         .map_err(UpstreamError::Connect)?;
         stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-        Ok(TokioIo::new(stream))
-    }
-
-    async fn connect(&self) -> Result<http1::SendRequest<UpstreamBody>, UpstreamError> {
-        let io = self.dial().await?;
-        let (sender, conn) = http1::handshake(io)
-            .await
-            .map_err(UpstreamError::from_hyper)?;
-        let open = self.open.clone();
-        open.inc();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-            open.dec();
-        });
-        Ok(sender)
+        Ok(Conn::new(stream, self.open.clone()))
     }
 }

@@ -134,7 +134,7 @@ fn locate_in_table(
     for (k, v) in table.iter() {
         path.push(Seg::Key(k.get_ref().to_string()));
         if contains(&k.span(), span) || contains(&v.span(), span) {
-            let deeper = best.as_ref().map_or(true, |b| b.len() < path.len());
+            let deeper = best.as_ref().is_none_or(|b| b.len() < path.len());
             if deeper {
                 *best = Some(path.clone());
             }

@@ -1,27 +1,53 @@
 //! The upstream response body as streamed to the client: frames pass through as they
 //! arrive (nothing is buffered whole), a stall longer than the body idle timeout ends the
 //! stream with an error, and a cleanly finished body returns its connection to the pool
-//! and frees its admission slot.
+//! (see [`super::conn::Stream`]) and frees its admission slot.
 
+use super::conn::{BoxError, Stream};
 use super::idle::IdleTimeout;
-use super::{Pool, UpstreamBody};
 use crate::admission::Permit;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use prometheus::IntCounter;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+/// The app's response body, read from its connection as the client takes it.
+pub struct Upstream(Option<Stream>);
+
+impl Body for Upstream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut().0.as_mut() {
+            Some(s) => s.poll_next(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(Stream::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.0.as_ref().map_or(Some(0), Stream::remaining) {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// An upstream response body tied to its pooled connection.
+    /// An upstream response body: frames pass through as they arrive, a stall fails it,
+    /// and it holds the request's admission slot (and a capture) until it ends.
     pub struct PooledBody {
         #[pin]
-        inner: IdleTimeout<Incoming>,
-        conn: Option<(Arc<Pool>, SendRequest<UpstreamBody>)>,
+        inner: IdleTimeout<Upstream>,
         // The admission slot this response occupies, freed when the body ends.
         permit: Option<Permit>,
         errors: IntCounter,
@@ -70,39 +96,22 @@ impl Capture {
 }
 
 impl PooledBody {
-    pub(crate) fn new(
-        inner: Incoming,
-        pool: Arc<Pool>,
-        sender: SendRequest<UpstreamBody>,
-        timeout: Duration,
-        errors: IntCounter,
-    ) -> PooledBody {
-        Self::with_conn(inner, Some((pool, sender)), timeout, errors)
+    pub(crate) fn new(stream: Stream, timeout: Duration, errors: IntCounter) -> PooledBody {
+        Self::of(Upstream(Some(stream)), timeout, errors)
     }
 
-    /// A body whose connection is not pooled (an upgrade's dedicated connection).
-    pub(crate) fn unpooled(inner: Incoming, timeout: Duration, errors: IntCounter) -> PooledBody {
-        Self::with_conn(inner, None, timeout, errors)
+    /// A body with nothing in it (a `101 Switching Protocols` response's).
+    pub(crate) fn empty(timeout: Duration, errors: IntCounter) -> PooledBody {
+        Self::of(Upstream(None), timeout, errors)
     }
 
-    fn with_conn(
-        inner: Incoming,
-        conn: Option<(Arc<Pool>, SendRequest<UpstreamBody>)>,
-        timeout: Duration,
-        errors: IntCounter,
-    ) -> PooledBody {
-        let done = inner.is_end_stream();
-        let mut body = PooledBody {
+    fn of(inner: Upstream, timeout: Duration, errors: IntCounter) -> PooledBody {
+        PooledBody {
             inner: IdleTimeout::new(inner, timeout),
-            conn,
             permit: None,
             errors,
             capture: None,
-        };
-        if done {
-            release(&mut body.conn);
         }
-        body
     }
 
     /// Keeps a copy of the body as it streams by, for `capture` to store at the end.
@@ -124,7 +133,7 @@ impl PooledBody {
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -141,22 +150,19 @@ impl Body for PooledBody {
         }
         match &polled {
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
-                release(this.conn);
                 this.permit.take();
                 if let Some(c) = this.capture.take() {
                     c.finish();
                 }
             }
             Poll::Ready(None) => {
-                release(this.conn);
                 this.permit.take();
                 if let Some(c) = this.capture.take() {
                     c.finish();
                 }
             }
             Poll::Ready(Some(Err(_))) => {
-                // A broken or stalled body: the connection is not reusable.
-                this.conn.take();
+                // A broken or stalled body: its connection is already closed.
                 this.permit.take();
                 this.capture.take();
                 this.errors.inc();
@@ -172,11 +178,5 @@ impl Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-fn release(conn: &mut Option<(Arc<Pool>, SendRequest<UpstreamBody>)>) {
-    if let Some((pool, sender)) = conn.take() {
-        pool.put(sender);
     }
 }

@@ -105,7 +105,7 @@ pub(super) fn upstream(raw: RawUpstream, p: &mut Problems<'_>) -> UpstreamConfig
         pool_max_idle_per_worker: p.count(
             "upstream.pool_max_idle_per_worker",
             raw.pool_max_idle_per_worker,
-            32,
+            256,
             0..=10_000,
         ),
         body_idle_timeout: p.millis(
