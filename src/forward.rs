@@ -18,14 +18,15 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Hop-by-hop headers that never cross a proxy (besides those `Connection` names).
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// `Trailer` is not one (RFC 9110 §6.6.2): it names the trailer fields that follow a
+/// chunked body, and hyper sends a response's trailers only when it names them.
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];

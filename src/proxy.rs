@@ -23,6 +23,7 @@ use crate::rejection::Refusal;
 use crate::upstream::{IdleTimeout, Pool, PooledBody, Upgrade, UpstreamError};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -183,6 +184,11 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
                 resp.headers_mut(),
                 status == StatusCode::SWITCHING_PROTOCOLS,
             );
+            // `Trailer` announces fields after a chunked body; a body of known length
+            // goes out with Content-Length and can carry none.
+            if resp.body().size_hint().exact().is_some() {
+                resp.headers_mut().remove(http::header::TRAILER);
+            }
             if !resp.headers().contains_key(forward::X_REQUEST_ID) {
                 resp.headers_mut().insert(forward::X_REQUEST_ID, id);
             }

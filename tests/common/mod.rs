@@ -6,6 +6,7 @@
 pub mod client;
 pub mod harness;
 pub mod relay;
+pub mod scripted;
 pub mod upstream;
 
 pub use client::{
