@@ -203,6 +203,27 @@ def parse_wrk(text):
             "socket_errors": sock.group(0) if sock else ""}
 
 
+def sluice_counts(obs_port, klass="app"):
+    """sluice's cumulative outcomes and refusal reasons for `klass`, flattened into one
+    dict (`outcome:NAME`, `rejection:NAME`), for explaining non-2xx answers."""
+    url = f"http://{HOST}:{obs_port}/api/v1/performance/concurrency"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            doc = json.load(r)
+    except (OSError, ValueError):
+        return {}
+    c = doc.get("classes", {}).get(klass, {})
+    out = {f"outcome:{k}": v for k, v in c.get("outcomes", {}).items()}
+    out.update({f"rejection:{k}": v for k, v in c.get("rejections", {}).items()})
+    return out
+
+
+def counts_delta(before, after):
+    """The non-zero growth of each count (outcomes other than success)."""
+    return {k: after[k] - before.get(k, 0) for k in after
+            if k != "outcome:success" and after[k] - before.get(k, 0)}
+
+
 class SluiceSampler:
     """Polls sluice's JSON endpoint twice a second during a run: the class's adaptive
     limit, in-flight and queued over time, and the final state (rejection reasons)."""

@@ -65,9 +65,13 @@ def passthrough(ctx):
            "haproxy": {"start": harness.rss_kib(hap.pid)}}
     ports = {"direct": p.app_port, "haproxy": p.haproxy_port, "sluice": p.sluice_port}
     results = {t: [] for t in ports}
+    causes = []
     for _ in range(rounds):
         for t, port in ports.items():
+            before = harness.sluice_counts(p.sluice_obs_port) if t == "sluice" else None
             results[t].append(p.wrk(port, dur))
+            if before is not None:
+                causes.append(harness.counts_delta(before, harness.sluice_counts(p.sluice_obs_port)))
     for name, proc in (("sluice", slu), ("haproxy", hap)):
         rss[name]["after_load"] = harness.rss_kib(proc.pid)
     for name, proc, port in (("sluice", slu, p.sluice_port), ("haproxy", hap, p.haproxy_port)):
@@ -104,6 +108,10 @@ def passthrough(ctx):
     md += "\nAdded p99 over direct (median): " + ", ".join(
         f"{t} {median(t, 'p99_ms') - median('direct', 'p99_ms'):+.2f} ms"
         for t in ("haproxy", "sluice")) + "\n\n"
+    if any(causes):
+        md += ("sluice's own count of what was not a success, by round: " +
+               "; ".join(", ".join(f"{k} {v}" for k, v in c.items()) or "none" for c in causes)
+               + "\n\n")
     md += (f"Memory (VmRSS, MiB), {n_idle} idle keep-alive connections each having sent "
            "one request:\n\n")
     settle = 3 if quick else int(CLOSE_SETTLE_S)
@@ -113,7 +121,7 @@ def passthrough(ctx):
                   (r["with_idle"] - r["after_load"]) / max(r["held"], 1),
                   r["after_close"] / 1024, r["after_close_settled"] / 1024,
                   f"{r['held']}/{r['failed']}"] for n, r in rss.items()])
-    ctx.save_json("passthrough.json", {"wrk": results, "rss_kib": rss})
+    ctx.save_json("passthrough.json", {"wrk": results, "rss_kib": rss, "sluice_not_success": causes})
     return md
 
 

@@ -197,6 +197,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     metrics.register(Box::new(SystemCollector::new(system.clone())))?;
     let settings = ServeSettings {
         header_read_timeout: config.listener.header_read_timeout,
+        idle_timeout: config.listener.idle_timeout,
         max_header_bytes: config.listener.max_header_bytes,
         max_headers: config.listener.max_headers,
         http2: config.listener.http2,
@@ -230,6 +231,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             ids: crate::forward::RequestIds::new(),
             proto: "http",
             error_log: crate::proxy::LogEvery::new(Duration::from_secs(1)),
+            date: Default::default(),
         });
         let (tx, rx) = oneshot::channel();
         done.push(rx);

@@ -53,7 +53,9 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Time a client has to send a complete request head.
     pub header_read_timeout: Duration,
-    /// Largest request head in bytes; at least 8192, hyper's minimum buffer.
+    /// Longest wait for the next request on a keep-alive client connection.
+    pub idle_timeout: Duration,
+    /// Largest request head in bytes.
     pub max_header_bytes: usize,
     /// Most header fields in one request head.
     pub max_headers: usize,

@@ -5,9 +5,11 @@
 //! `Authorization`. Hop-by-hop headers (RFC 9110 §7.6.1, plus any named in `Connection`)
 //! are removed both ways, except `Upgrade`/`Connection: upgrade` on an upgrade exchange.
 //! The peer address is appended to `X-Forwarded-For` (the app rate-limits by it),
-//! `X-Forwarded-Proto` is set when absent, and `X-Request-Id` is kept or created.
+//! `X-Forwarded-Proto` is set when absent, and `X-Request-Id` is kept or created: these
+//! three are written straight into the encoded head ([`Forwarded`]), so the request's
+//! header map is never grown for them.
 
-use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Uri, Version};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -84,35 +86,72 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Appends `peer` to `X-Forwarded-For`, folding repeated header lines into one list.
-pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
-    let mut v4 = [0u8; 15];
-    let v6;
-    let peer: &[u8] = match peer {
-        IpAddr::V4(ip) => ipv4_text(ip, &mut v4),
-        IpAddr::V6(ip) => {
-            v6 = ip.to_string();
-            v6.as_bytes()
+/// The headers sluice adds to a forwarded request, written by the request encoder as it
+/// goes over the client's headers ([`crate::h1::client::encode_request`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarded<'a> {
+    /// Appended to `X-Forwarded-For` (repeated lines are folded into one list).
+    pub peer: IpAddr,
+    /// `X-Forwarded-Proto`, unless the client sent one.
+    pub proto: &'static str,
+    /// `X-Request-Id`, unless the client sent one.
+    pub request_id: &'a HeaderValue,
+}
+
+/// What the encoder saw of the headers [`Forwarded`] completes.
+#[derive(Debug, Default)]
+pub struct Seen<'h> {
+    forwarded_for: Vec<&'h [u8]>,
+    proto: bool,
+    request_id: bool,
+}
+
+impl<'h> Seen<'h> {
+    /// Looks at one client header; `true` when the encoder must not write it as it is
+    /// (an `X-Forwarded-For` line, written folded at the end).
+    pub fn see(&mut self, name: &HeaderName, value: &'h HeaderValue) -> bool {
+        // Most names are none of these three: compare lengths first.
+        match name.as_str().len() {
+            15 if *name == X_FORWARDED_FOR => {
+                self.forwarded_for.push(value.as_bytes());
+                true
+            }
+            17 if *name == X_FORWARDED_PROTO => {
+                self.proto = true;
+                false
+            }
+            12 if *name == X_REQUEST_ID => {
+                self.request_id = true;
+                false
+            }
+            _ => false,
         }
-    };
-    // One hashed lookup, whether the header is there or not.
-    match headers.entry(X_FORWARDED_FOR) {
-        Entry::Vacant(e) => {
-            if let Ok(v) = HeaderValue::from_bytes(peer) {
-                e.insert(v);
-            }
+    }
+}
+
+impl Forwarded<'_> {
+    /// Writes the added header lines, given what the client's head had.
+    pub fn write(&self, seen: &Seen<'_>, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for prior in &seen.forwarded_for {
+            out.extend_from_slice(prior);
+            out.extend_from_slice(b", ");
         }
-        Entry::Occupied(mut e) => {
-            let mut joined = Vec::with_capacity(64);
-            for v in e.iter() {
-                joined.extend_from_slice(v.as_bytes());
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(peer);
-            if let Ok(v) = HeaderValue::from_bytes(&joined) {
-                // Replaces every prior line with the one folded list.
-                e.insert(v);
-            }
+        let mut v4 = [0u8; 15];
+        match self.peer {
+            IpAddr::V4(ip) => out.extend_from_slice(ipv4_text(ip, &mut v4)),
+            IpAddr::V6(ip) => out.extend_from_slice(ip.to_string().as_bytes()),
+        }
+        out.extend_from_slice(b"\r\n");
+        if !seen.proto {
+            out.extend_from_slice(b"x-forwarded-proto: ");
+            out.extend_from_slice(self.proto.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if !seen.request_id {
+            out.extend_from_slice(b"x-request-id: ");
+            out.extend_from_slice(self.request_id.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
     }
 }
@@ -148,18 +187,14 @@ pub fn request_id(headers: &HeaderMap, ids: &RequestIds) -> HeaderValue {
         .unwrap_or_else(|| ids.next())
 }
 
-/// Rewrites a client request head for the upstream, in place; `id` becomes its
-/// `X-Request-Id` unless it has one.
-pub fn request_head(
-    parts: &mut request::Parts,
-    peer: IpAddr,
-    proto: &'static str,
-    id: &HeaderValue,
-) {
+/// Rewrites a client request head for the upstream, in place: hop-by-hop headers go,
+/// an HTTP/2 `:authority` becomes `Host`, the target becomes origin-form. (The
+/// forwarding headers are added as the head is encoded: [`Forwarded`].)
+pub fn request_head(parts: &mut request::Parts) {
     let upgrade = parts.version == Version::HTTP_11 && is_upgrade(&parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade);
     // HTTP/2 carries the host in the :authority pseudo-header; HTTP/1.1 needs `Host`.
-    if !parts.headers.contains_key(header::HOST) {
+    if parts.uri.authority().is_some() && !parts.headers.contains_key(header::HOST) {
         if let Some(v) = parts
             .uri
             .authority()
@@ -176,13 +211,6 @@ pub fn request_head(
         }
     }
     parts.version = Version::HTTP_11;
-    append_forwarded_for(&mut parts.headers, peer);
-    if let Entry::Vacant(e) = parts.headers.entry(X_FORWARDED_PROTO) {
-        e.insert(HeaderValue::from_static(proto));
-    }
-    if let Entry::Vacant(e) = parts.headers.entry(X_REQUEST_ID) {
-        e.insert(id.clone());
-    }
 }
 
 /// Generates request ids: 32 hex digits, a random per-generator prefix and a counter.
@@ -235,15 +263,46 @@ impl Default for RequestIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::h1::client::{encode_request, RequestFraming};
     use http::Request;
 
     fn parts(req: Request<()>) -> request::Parts {
         req.into_parts().0
     }
 
+    /// `parts` rewritten for the app and encoded with `forwarded`: the header lines after
+    /// the request line, lowercase names.
+    fn forwarded_head(
+        mut p: request::Parts,
+        peer: IpAddr,
+        id: &HeaderValue,
+    ) -> Vec<(String, String)> {
+        request_head(&mut p);
+        let f = Forwarded {
+            peer,
+            proto: "http",
+            request_id: id,
+        };
+        let mut out = Vec::new();
+        encode_request(&p, RequestFraming::Empty, Some(&f), &mut out);
+        String::from_utf8_lossy(&out)
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(": "))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    fn get<'a>(h: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+        h.iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers_only() {
-        let mut p = parts(
+        let p = parts(
             Request::get("/x")
                 .header("connection", "keep-alive, X-Secret-Hop")
                 .header("x-secret-hop", "1")
@@ -256,28 +315,22 @@ mod tests {
                 .body(())
                 .unwrap_or_default(),
         );
-        request_head(
-            &mut p,
-            "10.1.2.3".parse().unwrap_or(IpAddr::from([0; 4])),
-            "http",
-            &HeaderValue::from_static("id-1"),
-        );
-        let h = &p.headers;
+        let peer = "10.1.2.3".parse().unwrap_or(IpAddr::from([0; 4]));
+        let h = forwarded_head(p, peer, &HeaderValue::from_static("id-1"));
         for gone in ["connection", "x-secret-hop", "keep-alive", "te"] {
-            assert!(!h.contains_key(gone), "{gone} should be removed");
+            assert!(get(&h, gone).is_empty(), "{gone} should be removed");
         }
-        assert_eq!(h["x-security-token"], "abc");
-        assert_eq!(h["authorization"], "Bearer t");
-        let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
-        assert_eq!(cookies, ["a=1", "b=2"]);
-        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-request-id"], "id-1");
+        assert_eq!(get(&h, "x-security-token"), ["abc"]);
+        assert_eq!(get(&h, "authorization"), ["Bearer t"]);
+        assert_eq!(get(&h, "set-cookie"), ["a=1", "b=2"]);
+        assert_eq!(get(&h, "x-forwarded-for"), ["10.1.2.3"]);
+        assert_eq!(get(&h, "x-forwarded-proto"), ["http"]);
+        assert_eq!(get(&h, "x-request-id"), ["id-1"]);
     }
 
     #[test]
     fn appends_to_existing_forwarded_for_and_keeps_request_id() {
-        let mut p = parts(
+        let p = parts(
             Request::get("/x")
                 .header("x-forwarded-for", "1.1.1.1")
                 .header("x-forwarded-for", "2.2.2.2, 3.3.3.3")
@@ -288,19 +341,26 @@ mod tests {
         );
         let ids = RequestIds::new();
         let id = request_id(&p.headers, &ids);
-        request_head(&mut p, IpAddr::from([9, 9, 9, 9]), "http", &id);
         assert_eq!(id, "abc");
-        assert_eq!(p.headers["x-request-id"], "abc");
+        let h = forwarded_head(p, IpAddr::from([9, 9, 9, 9]), &id);
+        assert_eq!(get(&h, "x-request-id"), ["abc"]);
         assert_eq!(
-            p.headers["x-forwarded-for"],
-            "1.1.1.1, 2.2.2.2, 3.3.3.3, 9.9.9.9"
+            get(&h, "x-forwarded-for"),
+            ["1.1.1.1, 2.2.2.2, 3.3.3.3, 9.9.9.9"],
+            "one folded line"
         );
-        assert_eq!(p.headers["x-forwarded-proto"], "https");
+        assert_eq!(get(&h, "x-forwarded-proto"), ["https"]);
+        let v6 = forwarded_head(
+            parts(Request::get("/").body(()).unwrap_or_default()),
+            "2001:db8::1".parse().unwrap_or(IpAddr::from([0; 4])),
+            &id,
+        );
+        assert_eq!(get(&v6, "x-forwarded-for"), ["2001:db8::1"]);
     }
 
     #[test]
     fn upgrade_keeps_upgrade_headers() {
-        let mut p = parts(
+        let p = parts(
             Request::get("/ws")
                 .header("connection", "Upgrade")
                 .header("upgrade", "websocket")
@@ -308,15 +368,14 @@ mod tests {
                 .body(())
                 .unwrap_or_default(),
         );
-        request_head(
-            &mut p,
+        let h = forwarded_head(
+            p,
             IpAddr::from([1, 2, 3, 4]),
-            "http",
             &HeaderValue::from_static("i"),
         );
-        assert_eq!(p.headers["upgrade"], "websocket");
-        assert_eq!(p.headers["connection"], "upgrade");
-        assert_eq!(p.headers["sec-websocket-key"], "k");
+        assert_eq!(get(&h, "upgrade"), ["websocket"]);
+        assert_eq!(get(&h, "connection"), ["upgrade"]);
+        assert_eq!(get(&h, "sec-websocket-key"), ["k"]);
     }
 
     #[test]
@@ -327,15 +386,14 @@ mod tests {
                 .body(())
                 .unwrap_or_default(),
         );
-        request_head(
-            &mut p,
-            IpAddr::from([1, 2, 3, 4]),
-            "http",
-            &HeaderValue::from_static("i"),
-        );
+        request_head(&mut p);
         assert_eq!(p.headers["host"], "app.example:8080");
         assert_eq!(p.uri, "/a?b=1");
         assert_eq!(p.version, Version::HTTP_11);
+        // An origin-form request is left as it came.
+        let mut p = parts(Request::get("/a").body(()).unwrap_or_default());
+        request_head(&mut p);
+        assert!(!p.headers.contains_key("host"));
     }
 
     #[test]
@@ -365,12 +423,6 @@ mod tests {
             let mut buf = [0u8; 15];
             assert_eq!(ipv4_text(ip, &mut buf), ip.to_string().as_bytes());
         }
-        let mut h = HeaderMap::new();
-        append_forwarded_for(
-            &mut h,
-            "2001:db8::1".parse().unwrap_or(IpAddr::from([0; 4])),
-        );
-        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod degrade;
 pub mod demo;
 pub mod fallback;
 pub mod forward;
+pub mod h1;
 pub mod listener;
 pub mod metrics;
 pub mod priority;

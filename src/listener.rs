@@ -8,17 +8,19 @@
 //! On shutdown a worker stops accepting, asks every connection to finish its in-flight
 //! requests and close, and waits up to the drain timeout.
 //!
-//! Memory per connection: hyper's HTTP/1 state (an 8 KiB read and an 8 KiB write buffer,
-//! kept while the connection idles) is only built once the client's first bytes have
-//! arrived, and the protocol is told from those bytes with `peek`, so hyper reads the
-//! request itself in one go. (hyper-util's auto builder reads the first 24 bytes ahead of
-//! hyper and hands them back through a rewind buffer; hyper's read buffer then doubles to
-//! 16 KiB on the second read, for the life of the connection.)
+//! HTTP/1.1 is served by sluice's own server ([`h1`]), HTTP/2 (h2c, told from the
+//! preface with `peek`) by hyper. Memory per idle HTTP/1.1 connection is the task and
+//! the socket's registration: buffers exist only while a request is being read or
+//! answered.
+
+pub mod body;
+pub mod h1;
+
+pub use body::ClientBody;
 
 use crate::proxy::{self, Worker};
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +35,8 @@ use tokio::task::JoinSet;
 #[derive(Clone, Debug)]
 pub struct ServeSettings {
     pub header_read_timeout: Duration,
+    /// Longest wait for the next request on a keep-alive connection.
+    pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub http2: bool,
@@ -68,44 +72,30 @@ pub fn bind_reuseport(
     Ok(out)
 }
 
-/// The hyper connection builders shared by one worker's connections.
+/// How one worker serves its connections: sluice's HTTP/1.1 server, and hyper's HTTP/2
+/// one when h2c is on.
 pub struct Builders {
-    http1: http1::Builder,
+    http1: h1::Settings,
     http2: Option<http2::Builder<TokioExecutor>>,
-    /// For a client whose first bytes are a cut-short HTTP/2 preface: hyper-util reads
-    /// on until it can tell.
-    auto: auto::Builder<TokioExecutor>,
 }
 
 impl Builders {
     pub fn new(s: &ServeSettings) -> Builders {
-        let mut http1 = http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(s.header_read_timeout)
-            .max_buf_size(s.max_header_bytes.max(8192))
-            .max_headers(s.max_headers)
-            .keep_alive(true);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(256);
-        let mut auto = auto::Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(s.header_read_timeout)
-            .max_buf_size(s.max_header_bytes.max(8192))
-            .max_headers(s.max_headers)
-            .keep_alive(true);
-        auto.http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(256);
         Builders {
-            http1,
+            http1: h1::Settings {
+                limits: crate::h1::server::Limits {
+                    max_head_bytes: s.max_header_bytes,
+                    max_headers: s.max_headers,
+                },
+                header_read_timeout: s.header_read_timeout,
+                idle_timeout: s.idle_timeout,
+            },
             http2: s.http2.then_some(http2),
-            auto,
         }
     }
 }
@@ -139,11 +129,19 @@ fn sniff(first: &[u8]) -> Sniffed {
     }
 }
 
-/// Waits for the client's first bytes and looks at them without consuming them.
+/// Waits for the client's first bytes and tells the protocol from them without consuming
+/// them; a cut-short HTTP/2 preface is looked at again as more arrives.
 async fn first_bytes(stream: &TcpStream) -> std::io::Result<Sniffed> {
     let mut buf = [0u8; 24];
-    let n = stream.peek(&mut buf).await?;
-    Ok(sniff(&buf[..n]))
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        match sniff(&buf[..n]) {
+            // Rare (a client that splits the preface): look again shortly. `peek` does
+            // not consume, so the socket stays readable and cannot be waited on.
+            Sniffed::Unsure => tokio::time::sleep(Duration::from_millis(5)).await,
+            decided => return Ok(decided),
+        }
+    }
 }
 
 /// One worker's accept loop; returns when shutdown was asked and connections drained.
@@ -218,7 +216,7 @@ pub async fn run(
 
 /// Serves one client connection until it closes, or until shutdown asks it to finish
 /// its in-flight requests. The wait for the first bytes counts against the header read
-/// timeout's own bound (hyper's timer starts once the connection is handed to it).
+/// timeout.
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -230,7 +228,7 @@ async fn serve(
     let sniffed = tokio::select! {
         r = tokio::time::timeout(header_timeout, first_bytes(&stream)) => r,
         // Nothing in flight yet: a drain just closes the connection.
-        _ = &mut drain => return,
+        _ = drain.fired() => return,
     };
     let sniffed = match sniffed {
         Ok(Ok(s)) => s,
@@ -243,63 +241,83 @@ async fn serve(
             return;
         }
     };
-    // The request future is boxed per request: hyper keeps a box the size of the
-    // service's future for as long as the connection lives, so an unboxed `handle`
-    // (3.5 KiB) would stay allocated on every idle keep-alive connection.
-    let service =
-        hyper::service::service_fn(move |req| Box::pin(proxy::handle(worker.clone(), req, peer)));
-    let io = TokioIo::new(stream);
-    // HTTP/2 and the auto builder are boxed so that their larger state does not size
-    // every connection's task.
-    let ended = match (sniffed, &builders.http2) {
-        (Sniffed::Closed, _) => return,
-        (Sniffed::Http1, _) | (_, None) => {
-            let conn = builders.http1.serve_connection(io, service).with_upgrades();
-            drive(conn, |c| c.graceful_shutdown(), drain)
-                .await
-                .map_err(|e| e.to_string())
-        }
+    match (sniffed, &builders.http2) {
+        (Sniffed::Closed, _) => {}
         (Sniffed::Http2, Some(h2)) => {
-            let conn = h2.serve_connection(io, service);
-            Box::pin(drive(conn, |c| c.graceful_shutdown(), drain))
-                .await
-                .map_err(|e| e.to_string())
+            // The request future is boxed per request: hyper keeps a box the size of the
+            // service's future for as long as the connection lives.
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    Box::pin(proxy::handle(
+                        worker.clone(),
+                        req.map(ClientBody::Http2),
+                        peer,
+                    ))
+                });
+            let conn = h2.serve_connection(TokioIo::new(stream), service);
+            // Boxed so that its larger state does not size every connection's task.
+            let ended = Box::pin(async move {
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = drain.fired() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
+            })
+            .await;
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
         }
-        (Sniffed::Unsure, Some(_)) => {
-            let conn = builders.auto.serve_connection_with_upgrades(io, service);
-            Box::pin(drive(conn, |c| c.graceful_shutdown(), drain))
-                .await
-                .map_err(|e| e.to_string())
+        // With h2c off, a preface is served (and refused) as HTTP/1.1.
+        (Sniffed::Http1 | Sniffed::Http2 | Sniffed::Unsure, _) => {
+            h1::serve(stream, peer, worker, builders.http1, drain).await;
         }
-    };
-    if let Err(e) = ended {
-        tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
 }
 
-/// Runs `conn` to its end; once `drain` fires, `finish` asks it to complete its in-flight
-/// requests and close.
-async fn drive<C: Future>(
-    conn: C,
-    finish: impl FnOnce(Pin<&mut C>),
-    mut drain: Drain,
-) -> C::Output {
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => r,
-        _ = &mut drain => {
-            finish(conn.as_mut());
-            conn.await
-        }
-    }
+/// One connection's drain signal: fires when the worker starts draining (or is gone).
+/// A waiting oneshot receiver costs a few atomic loads per poll (a waiting `watch`
+/// receiver takes its notifier's lock).
+pub struct Drain {
+    rx: tokio::sync::oneshot::Receiver<()>,
+    fired: bool,
 }
 
-/// One connection's drain signal: resolves when the worker starts draining (or is
-/// gone). A connection task is polled on every wakeup, and `select!` polls this each
-/// time: a waiting oneshot receiver costs a few atomic loads per poll, where a waiting
-/// `watch` receiver takes its notifier's lock (callgrind: `stopped()` was about 1 % of
-/// a proxied request's instructions).
-type Drain = tokio::sync::oneshot::Receiver<()>;
+impl Drain {
+    /// Ready once draining began; safe to poll again after that.
+    pub fn poll_fired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if !self.fired && Pin::new(&mut self.rx).poll(cx).is_ready() {
+            self.fired = true;
+        }
+        self.fired
+    }
+
+    /// Whether draining began, without waiting for it.
+    pub fn fired_now(&mut self) -> bool {
+        if !self.fired {
+            self.fired = !matches!(
+                self.rx.try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+            );
+        }
+        self.fired
+    }
+
+    /// Resolves once draining began.
+    pub async fn fired(&mut self) {
+        std::future::poll_fn(|cx| {
+            if self.poll_fired(cx) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+}
 
 /// The senders of one worker's connections' drain signals.
 #[derive(Default)]
@@ -315,7 +333,7 @@ impl Drains {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.0.push(tx);
-        rx
+        Drain { rx, fired: false }
     }
 
     /// Tells every connection to drain.

@@ -18,15 +18,14 @@ use crate::app::Shared;
 use crate::breaker::{CallResult, Named};
 use crate::classify::Class;
 use crate::forward;
+use crate::listener::ClientBody;
 use crate::metrics::Outcome;
 use crate::rejection::Refusal;
-use crate::upstream::{IdleTimeout, Pool, PooledBody, Upgrade, UpstreamError};
+use crate::upstream::{IdleTimeout, Pool, PooledBody, Tunnel, Upgrade, UpstreamError};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +46,8 @@ pub struct Worker {
     /// Upstream failures are logged at most once a second per worker (an outage at
     /// thousands of requests a second must not flood the logs; the metrics count all).
     pub error_log: LogEvery,
+    /// `Date` for the responses this worker writes.
+    pub date: crate::listener::h1::DateCache,
 }
 
 /// Lets one log line through per interval and counts the ones it held back.
@@ -91,7 +92,7 @@ impl LogEvery {
 /// The hyper service: one call per request.
 pub async fn handle(
     w: Arc<Worker>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     peer: SocketAddr,
 ) -> Result<Response<ResponseBody>, Infallible> {
     if crate::api::is_own_path(req.uri().path()) {
@@ -100,7 +101,7 @@ pub async fn handle(
     Ok(proxy(&w, req, peer).await)
 }
 
-async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+async fn proxy(w: &Worker, req: Request<ClientBody>, peer: SocketAddr) -> Response<ResponseBody> {
     let start = Instant::now();
     let shared = &*w.shared;
     let class = shared
@@ -142,24 +143,26 @@ async fn proxy(w: &Worker, mut req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
     };
     let _inflight = shared.metrics.requests.inflight(class.class);
-    let client_upgrade = (req.version() == http::Version::HTTP_11
-        && forward::is_upgrade(req.headers()))
-    .then(|| hyper::upgrade::on(&mut req));
+    let upgrade_asked =
+        req.version() == http::Version::HTTP_11 && forward::is_upgrade(req.headers());
     let store = crate::fallback::key_for(shared, class, &req);
     let (mut parts, body) = req.into_parts();
-    forward::request_head(&mut parts, peer.ip(), w.proto, &id);
+    forward::request_head(&mut parts);
+    let forwarded = forward::Forwarded {
+        peer: peer.ip(),
+        proto: w.proto,
+        request_id: &id,
+    };
     let body = IdleTimeout::new(body, shared.config.upstream.body_idle_timeout);
     let up_req = Request::from_parts(parts, Either::Left(body));
 
     // The route's timeout runs from arrival: time spent queueing counts against it.
     let remaining = class.timeout.saturating_sub(start.elapsed());
     let sent_at = Instant::now();
-    let sent = match client_upgrade {
-        None => tokio::time::timeout(remaining, w.pool.send(up_req)).await,
-        Some(client) => {
-            let upgraded = upgrade(w, up_req, client, &mut permit);
-            tokio::time::timeout(remaining, upgraded).await
-        }
+    let sent = if upgrade_asked {
+        tokio::time::timeout(remaining, upgrade(w, up_req, &forwarded, &mut permit)).await
+    } else {
+        tokio::time::timeout(remaining, w.pool.send(up_req, Some(&forwarded))).await
     };
     let rtt = sent_at.elapsed();
     match sent {
@@ -285,33 +288,22 @@ async fn admit(
     gate.admit(class.priority, key, deadline).await.map(Some)
 }
 
-/// Forwards an upgrade request on a dedicated connection; on `101` splices the two
-/// upgraded streams together in a task of their own, which then holds the admission
-/// slot for as long as the upgraded connection lives.
+/// Forwards an upgrade request on a dedicated connection. On `101` the app's connection
+/// travels with the response to the client's server, which splices the two; the
+/// admission slot goes with it for as long as the upgraded connection lives.
 async fn upgrade(
     w: &Worker,
     req: Request<crate::upstream::UpstreamBody>,
-    client: hyper::upgrade::OnUpgrade,
+    forwarded: &forward::Forwarded<'_>,
     permit: &mut Option<Permit>,
 ) -> Result<Response<PooledBody>, UpstreamError> {
-    let (resp, app) = match w.pool.send_upgrade(req).await? {
-        Upgrade::Answered(resp) => return Ok(resp),
-        Upgrade::Switched(resp, app) => (resp, app),
-    };
-    let held = permit.take();
-    tokio::spawn(async move {
-        let _held = held;
-        match client.await {
-            Ok(client) => {
-                let mut client = TokioIo::new(client);
-                if let Err(e) = app.splice(&mut client).await {
-                    tracing::debug!(error = %e, "upgraded connection ended");
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+    match w.pool.send_upgrade(req, Some(forwarded)).await? {
+        Upgrade::Answered(resp) => Ok(resp),
+        Upgrade::Switched(mut resp, app) => {
+            resp.body_mut().set_tunnel(Tunnel::new(app, permit.take()));
+            Ok(resp)
         }
-    });
-    Ok(resp)
+    }
 }
 
 /// `Retry-After` for requests refused because sluice is degraded: degradation lasts at

@@ -12,7 +12,6 @@
 
 mod body;
 mod conn;
-pub mod h1;
 pub mod health;
 mod idle;
 
@@ -20,13 +19,15 @@ pub use body::{Capture, PooledBody};
 pub use conn::Conn;
 pub use idle::{BodyIdleTimeout, IdleTimeout};
 
+use crate::admission::Permit;
+use crate::forward::Forwarded;
+use crate::h1::client::{self as h1, Asked, RequestFraming};
+use crate::listener::ClientBody;
 use bytes::Bytes;
 use conn::Failed;
-use h1::{Asked, RequestFraming};
 use http::{header, Method, Request, Response};
 use http_body::Body;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use prometheus::{IntCounter, IntGauge};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,7 +36,7 @@ use tokio::time::Instant;
 
 /// What sluice sends upstream: the client's streamed body (failing if the client stalls
 /// longer than the body idle timeout), or a body of its own.
-pub type UpstreamBody = Either<IdleTimeout<Incoming>, Full<Bytes>>;
+pub type UpstreamBody = Either<IdleTimeout<ClientBody>, Full<Bytes>>;
 
 /// Why a request could not get a response head from the app.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,29 @@ pub enum Upgrade {
     Answered(Response<PooledBody>),
 }
 
+/// An upgraded connection to the app (after `101 Switching Protocols`) and the admission
+/// slot it holds for as long as it lives.
+pub struct Tunnel {
+    app: Conn,
+    _permit: Option<Permit>,
+}
+
+impl Tunnel {
+    pub fn new(app: Conn, permit: Option<Permit>) -> Tunnel {
+        Tunnel {
+            app,
+            _permit: permit,
+        }
+    }
+
+    /// Splices the client's connection with the app's: `early` (what the client sent
+    /// after its request head) goes to the app first, what the app sent after its 101
+    /// head goes to the client first.
+    pub async fn splice(self, client: &mut TcpStream, early: Bytes) -> std::io::Result<(u64, u64)> {
+        self.app.splice(client, early).await
+    }
+}
+
 /// One worker's keep-alive connections to the app.
 pub struct Pool {
     settings: PoolSettings,
@@ -115,7 +139,11 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn new(req: Request<UpstreamBody>, upgrade: bool) -> Encoded {
+    fn new(
+        req: Request<UpstreamBody>,
+        forwarded: Option<&Forwarded<'_>>,
+        upgrade: bool,
+    ) -> Encoded {
         let (parts, body) = req.into_parts();
         let end = body.is_end_stream();
         let framing = RequestFraming::choose(
@@ -124,7 +152,7 @@ impl Encoded {
             parts.headers.contains_key(header::CONTENT_LENGTH),
         );
         let mut head = Vec::with_capacity(256 + 64 * parts.headers.len());
-        h1::encode_request(&parts, framing, &mut head);
+        h1::encode_request(&parts, framing, forwarded, &mut head);
         let idempotent = matches!(
             parts.method,
             Method::GET
@@ -164,12 +192,14 @@ impl Pool {
         self.idle.lock().map_or(0, |v| v.len())
     }
 
-    /// Sends `req` on a pooled (or new) connection and returns the response head.
+    /// Sends `req` on a pooled (or new) connection and returns the response head;
+    /// `forwarded` adds the forwarding headers of a proxied request.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<UpstreamBody>,
+        forwarded: Option<&Forwarded<'_>>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
-        let mut req = Encoded::new(req, false);
+        let mut req = Encoded::new(req, forwarded, false);
         let (conn, head) = self.exchange(&mut req).await?;
         Ok(self.response(conn, head, true))
     }
@@ -178,8 +208,9 @@ impl Pool {
     pub async fn send_upgrade(
         self: &Arc<Self>,
         req: Request<UpstreamBody>,
+        forwarded: Option<&Forwarded<'_>>,
     ) -> Result<Upgrade, UpstreamError> {
-        let mut req = Encoded::new(req, true);
+        let mut req = Encoded::new(req, forwarded, true);
         let mut conn = self.connect().await?;
         let head = conn
             .exchange(&req.head, &mut req.body, req.framing, req.asked)

@@ -46,6 +46,7 @@ pub(crate) struct RawListener {
     pub workers: Option<usize>,
     pub max_connections: Option<usize>,
     pub header_read_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub http2: Option<bool>,

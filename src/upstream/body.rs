@@ -53,6 +53,8 @@ pin_project_lite::pin_project! {
         errors: IntCounter,
         // A copy of the body being kept (a last good response), if asked for.
         capture: Option<Box<Capture>>,
+        // After a 101: the app's connection, for the client's connection to be spliced to.
+        tunnel: Option<Box<super::Tunnel>>,
     }
 }
 
@@ -111,7 +113,17 @@ impl PooledBody {
             permit: None,
             errors,
             capture: None,
+            tunnel: None,
         }
+    }
+
+    /// Carries an upgraded connection to the server that splices it.
+    pub fn set_tunnel(&mut self, tunnel: super::Tunnel) {
+        self.tunnel = Some(Box::new(tunnel));
+    }
+
+    pub fn take_tunnel(&mut self) -> Option<super::Tunnel> {
+        self.tunnel.take().map(|t| *t)
     }
 
     /// Keeps a copy of the body as it streams by, for `capture` to store at the end.

@@ -9,8 +9,9 @@
 //! say). Then sending stops, the answer goes to the client, and the connection is not
 //! reused, since the app's view of where the request ended is unknown.
 
-use super::h1::{self, Asked, Decoded, Decoder, Framing, RequestFraming, ResponseHead};
 use super::{Pool, UpstreamBody};
+use crate::h1::body::{Decoded, Decoder, Framing};
+use crate::h1::client::{self as h1, Asked, RequestFraming, ResponseHead};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -136,14 +137,17 @@ impl Conn {
     }
 
     /// Splices an upgraded connection (after `101 Switching Protocols`) with the
-    /// client's: what the app sent after the 101 head goes first.
-    pub async fn splice<C>(mut self, client: &mut C) -> io::Result<(u64, u64)>
+    /// client's: what each side sent after the heads goes to the other first.
+    pub async fn splice<C>(mut self, client: &mut C, from_client: Bytes) -> io::Result<(u64, u64)>
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
+        if !from_client.is_empty() {
+            self.io.write_all(&from_client).await?;
+        }
         if !self.buf.is_empty() {
-            let early = self.buf.split().freeze();
-            client.write_all(&early).await?;
+            let from_app = self.buf.split().freeze();
+            client.write_all(&from_app).await?;
         }
         tokio::io::copy_bidirectional(client, &mut self.io).await
     }

@@ -244,7 +244,7 @@ async fn probe(pool: &Arc<Pool>, host: &str, path: &str, timeout: Duration) -> R
         .body::<UpstreamBody>(Either::Right(Full::new(Bytes::new())))
         .map_err(|e| e.to_string())?;
     let exchange = async {
-        let resp = pool.send(req).await.map_err(|e| e.to_string())?;
+        let resp = pool.send(req, None).await.map_err(|e| e.to_string())?;
         let status = resp.status();
         // Read the (small) body so the connection can be reused.
         let _ = Limited::new(resp.into_body(), 64 * 1024).collect().await;

@@ -39,6 +39,12 @@ pub(super) fn listener(raw: RawListener, p: &mut Problems<'_>) -> ListenerConfig
             5_000,
             1..=60_000,
         ),
+        idle_timeout: p.millis(
+            "listener.idle_timeout_ms",
+            raw.idle_timeout_ms,
+            120_000,
+            1..=3_600_000,
+        ),
         max_header_bytes: p.count(
             "listener.max_header_bytes",
             raw.max_header_bytes,

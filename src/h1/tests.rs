@@ -1,5 +1,9 @@
+use super::body::{BodyError, Decoded, Decoder, Framing};
+use super::client::*;
 use super::*;
-use http::Request;
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderValue};
+use http::{request, Request, StatusCode, Version};
 
 fn parts(req: Request<()>) -> request::Parts {
     req.into_parts().0
@@ -7,7 +11,7 @@ fn parts(req: Request<()>) -> request::Parts {
 
 fn encode(req: Request<()>, framing: RequestFraming) -> String {
     let mut out = Vec::new();
-    encode_request(&parts(req), framing, &mut out);
+    encode_request(&parts(req), framing, None, &mut out);
     String::from_utf8(out).unwrap_or_default()
 }
 
