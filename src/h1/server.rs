@@ -40,6 +40,9 @@ pub enum RequestError {
     TransferCoding,
     #[error("unsupported HTTP version")]
     Version,
+    /// `CONNECT`: sluice is a reverse proxy for one app, not a tunnel to anywhere.
+    #[error("CONNECT is not served")]
+    Connect,
 }
 
 impl RequestError {
@@ -49,6 +52,7 @@ impl RequestError {
             RequestError::Malformed(_) => StatusCode::BAD_REQUEST,
             RequestError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             RequestError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            RequestError::Connect => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 }
@@ -124,6 +128,9 @@ fn parse_with(
         let method = req.method.unwrap_or("");
         let method = Method::from_bytes(method.as_bytes())
             .map_err(|_| RequestError::Malformed("invalid method"))?;
+        if method == Method::CONNECT {
+            return Err(RequestError::Connect);
+        }
         let path = req.path.unwrap_or("");
         let start = path.as_ptr() as usize - base;
         let mut headers = Vec::with_capacity(req.headers.len());
