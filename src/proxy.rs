@@ -111,6 +111,7 @@ async fn proxy(w: &Worker, req: Request<ClientBody>, peer: SocketAddr) -> Respon
         w,
         class,
         start,
+        end: None,
         done: false,
     };
     let id = forward::request_id(req.headers(), &w.ids);
@@ -157,14 +158,17 @@ async fn proxy(w: &Worker, req: Request<ClientBody>, peer: SocketAddr) -> Respon
     let up_req = Request::from_parts(parts, Either::Left(body));
 
     // The route's timeout runs from arrival: time spent queueing counts against it.
-    let remaining = class.timeout.saturating_sub(start.elapsed());
+    let deadline = start + class.timeout;
     let sent_at = Instant::now();
     let sent = if upgrade_asked {
-        tokio::time::timeout(remaining, upgrade(w, up_req, &forwarded, &mut permit)).await
+        tokio::time::timeout_at(deadline, upgrade(w, up_req, &forwarded, &mut permit)).await
     } else {
-        tokio::time::timeout(remaining, w.pool.send(up_req, Some(&forwarded))).await
+        tokio::time::timeout_at(deadline, w.pool.send(up_req, Some(&forwarded))).await
     };
-    let rtt = sent_at.elapsed();
+    // One clock reading for the app's latency and the request's.
+    let answered = Instant::now();
+    let rtt = answered - sent_at;
+    let record = record.ending_at(answered);
     match sent {
         Ok(Ok(mut resp)) => {
             let status = resp.status();
@@ -364,21 +368,29 @@ struct Record<'a> {
     w: &'a Worker,
     class: Class,
     start: Instant,
+    /// When the answer was ready, if already read off the clock.
+    end: Option<Instant>,
     done: bool,
 }
 
 impl Record<'_> {
+    fn ending_at(mut self, end: Instant) -> Self {
+        self.end = Some(end);
+        self
+    }
+
     fn finish(mut self, outcome: Outcome) {
         self.done = true;
         self.write(outcome);
     }
 
     fn write(&self, outcome: Outcome) {
+        let end = self.end.unwrap_or_else(Instant::now);
         self.w.shared.metrics.requests.record(
             self.w.shard,
             self.class.route,
             outcome,
-            self.start.elapsed(),
+            end.saturating_duration_since(self.start),
         );
     }
 }

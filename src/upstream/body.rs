@@ -13,8 +13,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// The app's response body, read from its connection as the client takes it.
-pub struct Upstream(Option<Stream>);
+/// The app's response body, read from its connection as the client takes it. Boxed: a
+/// response is moved several times on its way out, and the connection state is most
+/// of its size.
+pub struct Upstream(Option<Box<Stream>>);
 
 impl Body for Upstream {
     type Data = Bytes;
@@ -31,11 +33,11 @@ impl Body for Upstream {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(Stream::is_end_stream)
+        self.0.as_ref().is_none_or(|s| s.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.0.as_ref().map_or(Some(0), Stream::remaining) {
+        match self.0.as_ref().map_or(Some(0), |s| s.remaining()) {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }
@@ -99,7 +101,7 @@ impl Capture {
 
 impl PooledBody {
     pub(crate) fn new(stream: Stream, timeout: Duration, errors: IntCounter) -> PooledBody {
-        Self::of(Upstream(Some(stream)), timeout, errors)
+        Self::of(Upstream(Some(Box::new(stream))), timeout, errors)
     }
 
     /// A body with nothing in it (a `101 Switching Protocols` response's).
