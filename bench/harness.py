@@ -55,6 +55,7 @@ class Procs:
         self.app_port = free_port()
         self.haproxy_port = free_port()
         self.haproxy_prio_port = free_port()
+        self.haproxy_fwd_port = free_port()
         self.sluice_port = free_port()
         self.sluice_obs_port = free_port()
 
@@ -91,7 +92,8 @@ class Procs:
         return p
 
     def haproxy(self, prio_maxconn=20):
-        """One HAProxy, two frontends: plain (no queueing) and priority queuing."""
+        """One HAProxy, three frontends: plain (no queueing), plain plus the header work
+        sluice does on every request (`fwd`), and priority queuing."""
         rules = "\n".join(
             f"    http-request set-priority-class int({c}) if {{ req.hdr(x-priority) -m str {n} }}"
             for n, c in HAPROXY_CLASS.items())
@@ -111,6 +113,16 @@ defaults
 frontend plain
     bind {HOST}:{self.haproxy_port}
     default_backend app_plain
+frontend fwd
+    bind {HOST}:{self.haproxy_fwd_port}
+    # What sluice adds to every request and response: X-Forwarded-For (appended),
+    # X-Forwarded-Proto (unless sent), X-Request-Id (unless sent, and in the response).
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http unless {{ req.hdr(x-forwarded-proto) -m found }}
+    unique-id-format %{{+X}}o%ci%cp%fi%fp%Ts%rt%pid
+    http-request set-header X-Request-Id %[unique-id] unless {{ req.hdr(x-request-id) -m found }}
+    http-response set-header X-Request-Id %[unique-id]
+    default_backend app_plain
 frontend prio
     bind {HOST}:{self.haproxy_prio_port}
     default_backend app_prio
@@ -126,6 +138,7 @@ backend app_prio
         p = self._spawn("haproxy", ["haproxy", "-db", "-f", path])
         wait_port(self.haproxy_port)
         wait_port(self.haproxy_prio_port)
+        wait_port(self.haproxy_fwd_port)
         return p
 
     def sluice(self):

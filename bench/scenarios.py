@@ -63,7 +63,8 @@ def passthrough(ctx):
     time.sleep(0.5)
     rss = {"sluice": {"start": harness.rss_kib(slu.pid)},
            "haproxy": {"start": harness.rss_kib(hap.pid)}}
-    ports = {"direct": p.app_port, "haproxy": p.haproxy_port, "sluice": p.sluice_port}
+    ports = {"direct": p.app_port, "haproxy": p.haproxy_port,
+             "haproxy-fwd": p.haproxy_fwd_port, "sluice": p.sluice_port}
     results = {t: [] for t in ports}
     causes = []
     for _ in range(rounds):
@@ -97,17 +98,20 @@ def passthrough(ctx):
     rows = []
     for t in ports:
         rps, p50, p99 = median(t, "rps"), median(t, "p50_ms"), median(t, "p99_ms")
-        rows.append([t, rps, p50, p99, rps / median("haproxy", "rps"), rps / median("direct", "rps"),
+        rows.append([t, rps, p50, p99, rps / median("haproxy", "rps"),
+                     rps / median("haproxy-fwd", "rps"), rps / median("direct", "rps"),
                      ", ".join(f"{r['rps']:.0f}" for r in results[t]),
                      ", ".join(f"{r['p99_ms']:.2f}" for r in results[t]),
                      sum(r["non_2xx"] for r in results[t])])
     md = (f"## 1. Pass-through overhead\n\nApp in `fast` mode; `wrk -t1 -c64 -d{dur}s`, "
-          f"{rounds} round(s), targets interleaved. Medians, then every round.\n\n")
-    md += table(["target", "req/s", "p50 ms", "p99 ms", "× haproxy", "× direct",
+          f"{rounds} round(s), targets interleaved. Medians, then every round. `haproxy` "
+          "forwards as it is; `haproxy-fwd` also does the header work sluice does on every "
+          "request (X-Forwarded-For, X-Forwarded-Proto, X-Request-Id both ways).\n\n")
+    md += table(["target", "req/s", "p50 ms", "p99 ms", "× haproxy", "× haproxy-fwd", "× direct",
                  "req/s by round", "p99 ms by round", "non-2xx"], rows)
     md += "\nAdded p99 over direct (median): " + ", ".join(
         f"{t} {median(t, 'p99_ms') - median('direct', 'p99_ms'):+.2f} ms"
-        for t in ("haproxy", "sluice")) + "\n\n"
+        for t in ("haproxy", "haproxy-fwd", "sluice")) + "\n\n"
     if any(causes):
         md += ("sluice's own count of what was not a success, by round: " +
                "; ".join(", ".join(f"{k} {v}" for k, v in c.items()) or "none" for c in causes)

@@ -330,7 +330,7 @@ async fn idle_keep_alive_connections_close_after_the_idle_timeout_not_before() {
 }
 
 #[tokio::test]
-async fn bytes_sent_with_an_upgrade_request_reach_the_app() {
+async fn bytes_sent_with_an_upgrade_request_reach_the_app_and_a_drain_closes_it() {
     let app = TestUpstream::start().await;
     let sluice = start(&config(app.addr(), "")).await;
     let mut c = Raw::connect(sluice.addr).await;
@@ -350,7 +350,13 @@ async fn bytes_sent_with_an_upgrade_request_reach_the_app() {
     while !c.buf.ends_with(b"and more") {
         assert!(c.fill().await, "spliced both ways");
     }
-    // (An upgraded connection still open would hold the drain for its timeout.)
-    drop(c);
-    sluice.shutdown().await;
+    // A drain closes an upgraded connection at once rather than waiting out its timeout.
+    let started = std::time::Instant::now();
+    let stop = tokio::spawn(sluice.shutdown());
+    assert!(c.closed_within(Duration::from_secs(5)).await, "closed by the drain");
+    tokio::time::timeout(Duration::from_secs(5), stop)
+        .await
+        .expect("the drain does not wait for the tunnel")
+        .expect("task");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }

@@ -14,6 +14,11 @@
 //! head (and for a new connection's first request, from the accept); `idle_timeout`
 //! between a response and the next request's first byte.
 
+mod conn;
+mod respond;
+
+pub use conn::{Client, DateCache, ReadSide};
+
 use super::body::{BodyState, ClientBody, Http1Body};
 use super::Drain;
 use crate::h1::body::Framing;
@@ -23,21 +28,20 @@ use crate::h1::server::{
 };
 use crate::proxy::{self, ResponseBody, Worker};
 use crate::upstream::Tunnel;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use conn::{linger, splice, Timer};
 use http::{Method, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::Either;
+use respond::{drain_body, send_body};
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// Room kept free in the read buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -57,78 +61,6 @@ pub struct Settings {
     pub idle_timeout: Duration,
 }
 
-/// The connection's two halves, shared with the request body it is reading.
-pub struct Client {
-    pub(super) rd: Mutex<ReadSide>,
-    wr: OwnedWriteHalf,
-}
-
-/// The read half, what has been read and not yet used, and the request body's state.
-pub struct ReadSide {
-    io: OwnedReadHalf,
-    pub(super) buf: BytesMut,
-    pub(super) body: BodyState,
-}
-
-impl ReadSide {
-    /// Reads more into the buffer; `Ok(0)` at end of file.
-    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() == 0 {
-            // An idle connection holds no buffer: wait until there is something to read.
-            std::task::ready!(self.io.as_ref().poll_read_ready(cx))?;
-        }
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        pin!(self.io.read_buf(&mut self.buf)).poll(cx)
-    }
-}
-
-impl Client {
-    /// Writes `CONTINUE` whole, or nothing (it is tiny: a fresh socket always takes it).
-    pub(super) fn try_write_continue(
-        &self,
-        cx: &mut Context<'_>,
-        bytes: &[u8],
-    ) -> Poll<io::Result<()>> {
-        loop {
-            match self.wr.try_write(bytes) {
-                Ok(n) if n == bytes.len() => return Poll::Ready(Ok(())),
-                Ok(_) => return Poll::Ready(Err(io::Error::other("short write of 100 Continue"))),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::task::ready!(self.wr.as_ref().poll_write_ready(cx))?;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-
-    /// Writes every byte of `bufs`.
-    async fn write_all(&self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-        let mut bufs = bufs;
-        loop {
-            // Empty slices are dropped first: a write of nothing writes 0 bytes.
-            while bufs.first().is_some_and(|b| b.is_empty()) {
-                bufs = &mut bufs[1..];
-            }
-            if bufs.is_empty() {
-                break;
-            }
-            match self.wr.try_write_vectored(bufs) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wr.writable().await?,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    async fn write(&self, bytes: &[u8]) -> io::Result<()> {
-        self.write_all(&mut [IoSlice::new(bytes)]).await
-    }
-}
-
 /// What ended the wait for a request head.
 // Made and matched once per request, never stored: boxing the head would cost more.
 #[allow(clippy::large_enum_variant)]
@@ -137,30 +69,6 @@ enum Wait {
     Refused(RequestError),
     /// The client closed, the connection failed, a timeout ran out, or a drain began.
     Done,
-}
-
-/// A header-read and idle timer per connection. Deadlines only ever need to move later
-/// in the common case (one request after another), so the timer is left where it is and
-/// moved only when it fires before the deadline that now applies.
-struct Timer(Option<Pin<Box<Sleep>>>);
-
-impl Timer {
-    /// Ready once `deadline` has passed.
-    fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
-        let sleep = self
-            .0
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if sleep.deadline() > deadline {
-            sleep.as_mut().reset(deadline);
-        }
-        loop {
-            std::task::ready!(sleep.as_mut().poll(cx));
-            if Instant::now() >= deadline {
-                return Poll::Ready(());
-            }
-            sleep.as_mut().reset(deadline);
-        }
-    }
 }
 
 /// Serves one client connection until it closes, a timeout runs out, or a drain asks it
@@ -172,15 +80,7 @@ pub async fn serve(
     settings: Settings,
     mut drain: Drain,
 ) {
-    let (io, wr) = stream.into_split();
-    let client = Arc::new(Client {
-        rd: Mutex::new(ReadSide {
-            io,
-            buf: BytesMut::new(),
-            body: BodyState::new(Framing::Empty, false),
-        }),
-        wr,
-    });
+    let client = Arc::new(Client::new(stream));
     let mut timer = Timer(None);
     // The listener saw this connection's first bytes already.
     let mut head_started = Some(Instant::now());
@@ -220,7 +120,7 @@ pub async fn serve(
             }
             Next::Gone => return,
             Next::Upgraded(tunnel) => {
-                Box::pin(splice(tunnel, client)).await;
+                Box::pin(splice(tunnel, client, &mut drain)).await;
                 return;
             }
         }
@@ -433,177 +333,4 @@ where
         Poll::Pending
     })
     .await
-}
-
-/// Writes the head and the body in the chosen framing. `Ok(false)`: the body broke or
-/// ran short, so the connection must close (the client sees a cut-off response).
-async fn send_body(
-    client: &Client,
-    head: Vec<u8>,
-    body: ResponseBody,
-    framing: ResponseFraming,
-    trailers_ok: bool,
-) -> io::Result<bool> {
-    let mut body = pin!(body);
-    let mut head = Some(head);
-    let mut left = match framing {
-        ResponseFraming::Length(n) => Some(n),
-        _ => None,
-    };
-    let chunked = framing == ResponseFraming::Chunked;
-    loop {
-        // Only wait for the body once the head is out.
-        let frame = match head {
-            Some(_) => match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
-                Poll::Ready(f) => f,
-                Poll::Pending => {
-                    if let Some(h) = head.take() {
-                        client.write(&h).await?;
-                    }
-                    continue;
-                }
-            },
-            None => poll_fn(|cx| body.as_mut().poll_frame(cx)).await,
-        };
-        let pending_head = head.take().unwrap_or_default();
-        match frame {
-            None => {
-                let ended = left.is_none_or(|n| n == 0);
-                let tail: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
-                client
-                    .write_all(&mut [IoSlice::new(&pending_head), IoSlice::new(tail)])
-                    .await?;
-                return Ok(ended);
-            }
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "response body failed; closing the connection");
-                client.write(&pending_head).await?;
-                return Ok(false);
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    let data = match left.as_mut() {
-                        Some(n) => {
-                            let take = usize::try_from(*n).unwrap_or(usize::MAX).min(data.len());
-                            *n -= take as u64;
-                            data.slice(..take)
-                        }
-                        None => data,
-                    };
-                    if chunked && !data.is_empty() {
-                        let size = crate::h1::client::chunk_size_line(data.len());
-                        let mut bufs = [
-                            IoSlice::new(&pending_head),
-                            IoSlice::new(&size),
-                            IoSlice::new(&data),
-                            IoSlice::new(b"\r\n"),
-                        ];
-                        client.write_all(&mut bufs).await?;
-                    } else {
-                        client
-                            .write_all(&mut [IoSlice::new(&pending_head), IoSlice::new(&data)])
-                            .await?;
-                    }
-                }
-                Err(frame) => {
-                    if let (true, Ok(t)) = (chunked, frame.into_trailers()) {
-                        let tail = crate::h1::client::last_chunk(trailers_ok.then_some(&t));
-                        client
-                            .write_all(&mut [IoSlice::new(&pending_head), IoSlice::new(&tail)])
-                            .await?;
-                        return Ok(true);
-                    }
-                    client.write(&pending_head).await?;
-                }
-            },
-        }
-    }
-}
-
-/// Reads and drops the rest of a request body the request path did not read (a request
-/// refused before it was forwarded, or answered early), up to [`DRAIN_LIMIT`].
-/// `false`: it could not be read whole; the connection closes.
-async fn drain_body(client: &Arc<Client>) -> bool {
-    let mut body = pin!(ClientBody::Http1(Http1Body::new(Some(client.clone()))));
-    let mut read = 0u64;
-    let whole = tokio::time::timeout(LINGER, async {
-        while let Some(frame) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-            match frame {
-                Ok(f) => {
-                    read += f.data_ref().map_or(0, |d| d.len() as u64);
-                    if read > DRAIN_LIMIT {
-                        return false;
-                    }
-                }
-                Err(_) => return false,
-            }
-        }
-        true
-    })
-    .await;
-    whole.unwrap_or(false)
-}
-
-/// Closes the write side, then reads and drops what the client still sends for a
-/// moment, so that the close does not reset the connection under the last response.
-async fn linger(client: Arc<Client>) {
-    let Ok(client) = Arc::try_unwrap(client) else {
-        return;
-    };
-    let Ok(rd) = client.rd.into_inner() else {
-        return;
-    };
-    let Ok(mut stream) = rd.io.reunite(client.wr) else {
-        return;
-    };
-    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
-    let _ = tokio::time::timeout(LINGER, async {
-        let mut sink = [0u8; 4096];
-        let mut total = 0usize;
-        while let Ok(n) = stream.read(&mut sink).await {
-            total += n;
-            if n == 0 || total > DRAIN_LIMIT as usize {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
-/// Splices the client's connection (and what it sent after its request head) with the
-/// app's, after `101 Switching Protocols`.
-async fn splice(tunnel: Tunnel, client: Arc<Client>) {
-    let Ok(client) = Arc::try_unwrap(client) else {
-        return;
-    };
-    let Ok(rd) = client.rd.into_inner() else {
-        return;
-    };
-    let early: Bytes = rd.buf.freeze();
-    let Ok(mut stream) = rd.io.reunite(client.wr) else {
-        return;
-    };
-    if let Err(e) = tunnel.splice(&mut stream, early).await {
-        tracing::debug!(error = %e, "upgraded connection ended");
-    }
-}
-
-/// `Date` header values, made once a second per worker.
-#[derive(Debug, Default)]
-pub struct DateCache(Mutex<(u64, Bytes)>);
-
-impl DateCache {
-    pub fn now(&self) -> Bytes {
-        let now = std::time::SystemTime::now();
-        let secs = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let Ok(mut cached) = self.0.lock() else {
-            return Bytes::new();
-        };
-        if cached.0 != secs || cached.1.is_empty() {
-            *cached = (secs, Bytes::from(httpdate::fmt_http_date(now)));
-        }
-        cached.1.clone()
-    }
 }

@@ -86,8 +86,14 @@ fn malformed_heads_are_refused() {
     ));
     assert_eq!(err(b"GET / HTTP/2.0\r\n\r\n"), Some(RequestError::Version));
     assert_eq!(err(b"GET / HTTP/1.1\r\n\r\n"), None);
-    assert_eq!(err(b"CONNECT app:443 HTTP/1.1\r\nHost: app:443\r\n\r\n"), Some(RequestError::Connect));
-    assert_eq!(RequestError::Connect.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        err(b"CONNECT app:443 HTTP/1.1\r\nHost: app:443\r\n\r\n"),
+        Some(RequestError::Connect)
+    );
+    assert_eq!(
+        RequestError::Connect.status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
     assert_eq!(
         RequestError::TooLarge.status(),
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
