@@ -353,10 +353,17 @@ async fn bytes_sent_with_an_upgrade_request_reach_the_app_and_a_drain_closes_it(
     // A drain closes an upgraded connection at once rather than waiting out its timeout.
     let started = std::time::Instant::now();
     let stop = tokio::spawn(sluice.shutdown());
-    assert!(c.closed_within(Duration::from_secs(5)).await, "closed by the drain");
+    assert!(
+        c.closed_within(Duration::from_secs(5)).await,
+        "closed by the drain"
+    );
     tokio::time::timeout(Duration::from_secs(5), stop)
         .await
         .expect("the drain does not wait for the tunnel")
         .expect("task");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
