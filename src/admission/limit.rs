@@ -5,46 +5,14 @@
 //! `dropped` counts upstream timeouts, 503s from the app and connect failures, never
 //! sluice's own refusals.
 //!
-//! # Algorithm (after Netflix `Gradient2Limit`, TCP Vegas and slow start)
-//! - **Baseline**: the app's mean latency with no queue. Learned from the first usable
-//!   window, then only lowered by faster windows. It never rises on its own, so sustained
-//!   overload (every window queued) cannot drag it up, the failure of long-term averages.
-//! - **Slow start**: from `min` (a first window above capacity would learn a queued
-//!   baseline), double while latency stays within 1.25× the baseline and
-//!   throughput keeps up with the limit (Little's law): on the cold start, a window whose
-//!   throughput stalled sets the limit to the concurrency it measured (× 1.1), one
-//!   doubling earlier than latency alone would (latency lags a window).
-//! - **Gradient**: `limit × clamp(1.1 × baseline / rtt_avg, 0.5, 1) + max(1, √limit / 2)`.
-//!   With a queue, latency is `T × inflight / C`, so `limit × baseline / rtt` is the app's
-//!   capacity `C` (Little's law; 1.1 absorbs noise). The last term is a small standing
-//!   queue that makes spare capacity visible, and the additive increase when none queues.
-//! - **Overload**: `dropped > 0` multiplies the limit by 0.8; ≥ 10 % dropped halves it.
-//!   When the drops stop and latency is back at baseline, the limit doubles back toward
-//!   where it was before them (an app that failed for a while did not shrink).
-//! - **App-limited** windows (peak in flight under half the limit) and thin windows change
-//!   nothing, and no increase goes past twice the window's peak in flight, so a quiet class
-//!   holds at most 2× its real peak instead of running away to `max`.
-//! - **A slower app** (the baseline must rise): while latency is elevated (≥ 1.2×), each
-//!   window's concurrency by Little's law (completions / length × rtt_avg) and latency are
-//!   kept. A queue answers less concurrency with proportionally less latency; a slower app
-//!   with the same latency. Two windows ≥ 1.5× apart in concurrency and in limit (demand
-//!   that fell on its own proves nothing) with latencies within 10 % either way re-base
-//!   the baseline to the lower latency and restart slow start. The
-//!   evidence comes from the back-off done anyway. Changes under ~20 % are not followed;
-//!   the tolerance and headroom absorb them.
-//! - **A faster app** (the baseline must fall) shows as faster windows, unless a standing
-//!   queue hides it. So after 100 limit-bound windows in a row above 1.1× baseline, the
-//!   limit dips to 0.6× for one window and the baseline takes that window's latency if
-//!   lower; the next window restores the limit. A probe that found ≥ 5 % less, or a full
-//!   window ≥ 5 % under the baseline, brings the next probe 5 windows later; a probe that
-//!   found nothing doubles the wait, up to 800 windows. Unlike Envoy's periodic minRTT
-//!   probe, this is never a drop to a floor: one window at 60 %, rarer the longer nothing
-//!   is found (< 0.1 % of throughput in steady overload), so waits in the proxy queue grow
-//!   a little and no 503 burst follows. A probe only lowers the baseline: no drift.
-//!
+//! The controller itself is described in the docs below; slow start and the dips
+//! that re-measure the baseline are in their own modules.
+#![doc = include_str!("limit/algorithm.md")]
 //! `min == max` makes the limit fixed; [`Limiter::Fixed`] is the non-adaptive form.
 
 use std::time::Duration;
+
+use dip::{DIP_LAG, DIP_SOON};
 
 /// Bounds of the adaptive limit.
 #[derive(Clone, Debug)]
@@ -77,40 +45,71 @@ const MIN_SAMPLES: u64 = 10;
 /// limit (app-limited). 0.5 as in `Gradient2Limit`: the limit may sit at most 2× above
 /// the real peak, which is harmless, and bounded.
 const APP_LIMITED_FRACTION: f64 = 0.5;
-/// Slow start ends at the first window slower than baseline × this. 1.25 sits above
-/// window-average noise (±5–10 %) but below the 1.5–2× a doubling past capacity causes.
-const SLOW_START_EXIT: f64 = 1.25;
 /// Latencies below this count as this. On an app answering in microseconds, latency is
 /// mostly the machine's own scheduling (the proxy, the app and the clients share the
 /// cores), which rises with any concurrency; limiting on it throttles a healthy fast
 /// app and refuses its clients. 5 ms of queueing is not worth a refusal.
 const LATENCY_FLOOR: Duration = Duration::from_millis(5);
-/// Slow start also ends when a window's concurrency by Little's law (throughput ×
-/// latency) fell below this share of the limit in force. A doubling ramp that still fits
-/// shows ≈ 0.75–0.8 (admissions spread over the window); a doubling past capacity shows
-/// ≈ 0.6 or less, because the app's throughput stops growing at once.
-const SLOW_START_SATURATED: f64 = 0.7;
-/// Latency up to baseline × this is not treated as queueing. The baseline follows the
-/// lower envelope of window averages, so it sits a few per cent under the true mean
-/// (≈ 5 % in the simulation); without this allowance the limit would settle that much
-/// under capacity and grow back slowly. 1.1 puts the equilibrium at ≈ 1.05 C + headroom.
-const TOLERANCE: f64 = 1.1;
+
+/// Slow start ends at the first window slower than baseline × this. 1.25 sits above
+/// window-average noise (±5–10 %) but below the 1.5–2× a doubling past capacity causes.
+const SLOW_START_EXIT: f64 = 1.25;
+
+/// The standing queue the limit aims at: `max(1, this × √limit)` requests. At least one,
+/// so the app never idles between two requests (sluice's own queue and the trip to the
+/// app take a little time) and more capacity shows at once; more only at large limits,
+/// where one request is under the baseline's noise (±1 % at C = 100 is a request). 1
+/// up to a limit of 25, 2 at 100, 6 at 1000.
+const QUEUE_SQRT_SHARE: f64 = 0.2;
+/// Growth without a queue: at most `max(target, this × √limit)` requests a step (Netflix
+/// adds a full √limit), in proportion to how far under the target the queue is ...
+const HEADROOM_SQRT_SHARE: f64 = 0.5;
+/// ... times 1, 2, ... up to this for decisions in a row that found less than half the
+/// target queue: 20 -> 60 in 5–13 windows.
+const GROWTH_STEPS_MAX: u32 = 8;
 /// Floor of one gradient step: at most halve per window, as TCP does, so one slow window
 /// (a GC pause) cannot collapse the limit.
 const MIN_GRADIENT: f64 = 0.5;
-/// Share of the gap closed when a window is faster than the baseline. Below 1 so a single
-/// lucky window does not set it; the baseline still tracks a lower envelope, so it errs
-/// low, and a too-low baseline is corrected by the re-base test below.
+
+/// Completions that back a decision on a small deviation, and a dip's measurement, at a
+/// service-time spread of ±50 % ([`DECIDE_SPREAD`]): their mean is within ±3 % (one
+/// queued request at C = 20 is 5 %). 1–3 windows at 100 ms and T = 5–50 ms. Scaled by
+/// the square of the measured spread (see [`decide_samples`]).
+const DECIDE_SAMPLES: f64 = 100.0;
+/// The [`spread`] of service times uniform in ±50 %.
+const DECIDE_SPREAD: f64 = 0.5;
+/// Latency over what the target queue itself brings, × this, is a large deviation: acted
+/// on from a single window (a capacity cut, a stall). 1.26× the baseline at C = 20, 1.5×
+/// at C = 4 (where one queued request is already 1.25×).
+const LARGE: f64 = 1.2;
+/// ... and over `1 + this × ONE_NOISE × spread / 0.5 / √n`, for a window of `n`
+/// completions, when more: three times the window's own noise.
+const LARGE_NOISE: f64 = 3.0;
+/// The relative noise of one completion's latency at the ±50 % spread (uniform: 0.29).
+const ONE_NOISE: f64 = 0.3;
+/// A window with more than this share of its completions admitted before the limit
+/// last changed (latency over the time since, per window length) shows the old limit:
+/// only a large deviation is acted on from it.
+const DECIDE_LAG: f64 = 0.5;
+/// Windows pooled over enough completions (see [`decide_samples`]) faster than baseline ×
+/// this at full use: the app got faster. 5 %: above the pooled noise.
+const FASTER: f64 = 0.95;
+/// ... and a window faster than baseline × this, however few its completions: far
+/// faster than noise, so the baseline takes its latency outright.
+const FASTER_AT_ONCE: f64 = 0.8;
+/// Share of the gap to a [`FASTER`] window's latency the baseline closes. Below 1 so a
+/// lucky window does not set it; the dip that follows soon measures the rest.
 const BASELINE_DOWN_GAIN: f64 = 0.25;
-/// The standing queue allowed above the measured capacity is `max(1, this × √limit)`
-/// (Netflix adds a full √limit). At least 1 so a limit at capacity still sees whether more
-/// fits; it is also the additive increase per window when nothing queues (20 -> 60 in
-/// ~12 windows). Half of √limit measured in simulation: limit 5–6 at C = 4, 22–25 at
-/// C = 20, 103–112 at C = 100, mean latency 1.3, 1.15 and 1.06–1.09 × T.
-const HEADROOM_SQRT_SHARE: f64 = 0.5;
+/// A gradient step below limit × this on a large deviation is a back-off (a queue the
+/// limit must still shed): no dip until the limit has settled.
+const BACKED_OFF: f64 = 0.9;
+
+/// Share of the gap to a decision's capacity estimate the smoothed one closes.
+const CAPACITY_GAIN: f64 = 0.5;
+
 /// Latency above baseline × this counts as elevated (a queue or a slower app); such
 /// windows feed the re-base test. Above window noise; the re-base test itself tells a
-/// queue from a slower app, so windows at equilibrium may be elevated too.
+/// queue from a slower app, so windows at equilibrium may be elevated too (at C = 4).
 const ELEVATED: f64 = 1.2;
 /// Two elevated windows whose concurrency differs at least this much ...
 const REBASE_SPREAD: f64 = 1.5;
@@ -122,22 +121,7 @@ const REBASE_SPREAD: f64 = 1.5;
 const REBASE_FLAT: f64 = 0.9;
 /// Elevated windows remembered for the re-base test: a few seconds of back-off.
 const HISTORY: usize = 16;
-/// After this many limit-bound windows in a row without one near the baseline (10–25 s
-/// at 100–250 ms windows), dip for one window to re-measure it ...
-const PROBE_AFTER: u32 = 100;
-/// ... doubling the wait after each probe that found nothing, up to this (80–200 s), so
-/// steady overload pays < 0.1 % of throughput for probes.
-const PROBE_AFTER_MAX: u32 = 800;
-/// The dip. The equilibrium sits about 1.05–1.25 C, so × 0.6 is well under capacity
-/// (5 -> 3, 23 -> 14, 110 -> 66) even when the baseline is a little high, and a baseline
-/// 2× too high is found in two probes. Not a floor: the app keeps 60 % of its work.
-const PROBE_FACTOR: f64 = 0.6;
-/// A probe whose latency came in under baseline × this found a lower baseline (5 %:
-/// above window-average noise) ...
-const PROBE_FOUND: f64 = 0.95;
-/// ... and may have found only part of it (the dip still queued), so the next probe
-/// follows after this many windows, once the gradient has settled on the lower baseline.
-const PROBE_AGAIN: u32 = 5;
+
 /// A window with at least 1 in this many completions dropped is heavy overload.
 const DROP_HEAVY_ONE_IN: u64 = 10;
 /// Multiplicative decrease on heavy overload (TCP's halving).
@@ -158,18 +142,40 @@ pub struct GradientLimit {
     slow_start: bool,
     /// The first slow start (not a restart after a re-base).
     cold: bool,
+    /// Slow start held its limit for a window of doubtful throughput.
+    held: bool,
+    /// Throughput per unit of the limit a fitting ramp fills (less what lag holds back) in
+    /// the last window slow start judged and doubled on.
+    ramp_yield: Option<f64>,
+    /// Completions and the sum of their latencies (seconds) over the cold start's windows.
+    cold_rtt: (f64, f64),
     /// The limit before a streak of windows with drops cut it: once the app answers at
     /// its baseline latency again, the limit doubles back toward it (TCP's slow start
     /// up to ssthresh) instead of creeping back by the additive increase.
     recover_to: Option<f64>,
     /// `(limit, concurrency, rtt_avg seconds)` of the current streak of elevated windows.
     elevated: Vec<(f64, f64, f64)>,
-    /// Limit-bound windows in a row with latency above baseline × [`TOLERANCE`].
-    unconfirmed: u32,
-    /// The limit to restore after a probe window, while one runs.
-    probe: Option<f64>,
-    /// Unconfirmed windows before the next probe.
-    probe_after: u32,
+    /// The capacity estimate (limit × baseline / rtt), smoothed over limit-bound windows.
+    capacity: Option<f64>,
+    /// Completions, their summed latency (seconds) and summed [`spread`], pooled since
+    /// the last decision ...
+    pending: (f64, f64, f64),
+    /// ... at this limit.
+    pending_at: f64,
+    /// Seconds of windows since the limit (as enforced) last changed.
+    since_change: f64,
+    /// Decisions in a row that found no queue.
+    growing: u32,
+    /// The dip in progress, if any (boxed: rare, and it keeps [`Limiter`] small).
+    dip: Option<Box<dip::Dip>>,
+    /// The window after a dip mixes both limits: nothing is learned from it.
+    settling: bool,
+    /// Limit-bound windows before the next dip.
+    dip_in: u32,
+    /// The wait after a dip that confirmed the baseline.
+    dip_every: u32,
+    /// Multiplies the next dip's depth: doubled after a dip that still found a queue.
+    dip_deeper: f64,
 }
 
 impl GradientLimit {
@@ -183,11 +189,21 @@ impl GradientLimit {
             baseline: None,
             slow_start: true,
             cold: true,
+            held: false,
+            ramp_yield: None,
+            cold_rtt: (0.0, 0.0),
             recover_to: None,
             elevated: Vec::with_capacity(HISTORY),
-            unconfirmed: 0,
-            probe: None,
-            probe_after: PROBE_AFTER,
+            capacity: None,
+            pending: (0.0, 0.0, 0.0),
+            pending_at: 0.0,
+            since_change: 0.0,
+            growing: 0,
+            dip: None,
+            settling: false,
+            dip_in: DIP_SOON,
+            dip_every: DIP_SOON,
+            dip_deeper: 1.0,
         }
     }
 
@@ -215,7 +231,7 @@ impl GradientLimit {
     /// True while the current window runs at a deliberately dipped limit (see the module
     /// docs); the shell may want to report it.
     pub fn is_probing(&self) -> bool {
-        self.probe.is_some()
+        self.dip.is_some()
     }
 
     /// Feeds one window; returns the new limit.
@@ -223,12 +239,11 @@ impl GradientLimit {
         if self.min >= self.max {
             return self.limit();
         }
-        // The window after a probe ran at the dipped limit: restore the limit first.
-        let probed = self.probe.take();
-        if let Some(saved) = probed {
-            self.limit = saved;
-        }
+        // Seconds the limit in force had been in force when this window began.
+        let since_change = self.since_change;
+        self.since_change += sample.window.as_secs_f64();
         if sample.dropped > 0 {
+            self.abandon_dip();
             let heavy = sample.dropped.saturating_mul(DROP_HEAVY_ONE_IN) >= sample.samples;
             let factor = if heavy {
                 DROP_HEAVY_FACTOR
@@ -238,44 +253,25 @@ impl GradientLimit {
             self.slow_start = false;
             self.elevated.clear();
             self.recover_to.get_or_insert(self.limit);
-            return self.set(self.limit * factor);
+            // Of the limit in force (as enforced, rounded).
+            return self.set(self.limit() as f64 * factor);
         }
         let needed = MIN_SAMPLES.min(self.limit.round() as u64).max(1);
         if sample.samples < needed || sample.rtt_avg.is_zero() {
-            return self.limit();
+            return self.thin_window(sample);
         }
         // Latency under the floor all looks alike: no queue worth refusing anyone for.
         let rtt = sample.rtt_avg.max(LATENCY_FLOOR).as_secs_f64();
         let baseline = *self.baseline.get_or_insert(rtt);
-        if probed.is_some() {
-            // Latency at less concurrency: the one measurement that can lower a baseline
-            // stuck at a queued value. Nothing else is learned from a dipped window.
-            self.baseline = Some(rtt.min(baseline));
-            // A probe that found lower latency may have found only part of it (the dip
-            // was still above capacity): probe again soon, until one finds nothing.
-            let found = rtt < baseline * PROBE_FOUND;
-            self.probe_after = if found {
-                PROBE_AGAIN
-            } else {
-                (self.probe_after * 2).clamp(PROBE_AFTER, PROBE_AFTER_MAX)
-            };
-            self.unconfirmed = 0;
+        if let Some(dip) = self.dip.take() {
+            return self.dip_window(dip, sample, rtt, baseline);
+        }
+        if std::mem::take(&mut self.settling) && rtt < baseline * ELEVATED {
             return self.limit();
         }
         if (sample.max_inflight as f64) < self.limit * APP_LIMITED_FRACTION {
             return self.limit();
         }
-        if rtt < baseline * PROBE_FOUND {
-            // Markedly faster than the baseline at full use: the app itself got faster,
-            // and a queue may soon hide how much. Probe soon.
-            self.probe_after = PROBE_AGAIN;
-        }
-        let baseline = if rtt < baseline {
-            baseline - (baseline - rtt) * BASELINE_DOWN_GAIN
-        } else {
-            baseline
-        };
-        self.baseline = Some(baseline);
         let ratio = rtt / baseline;
 
         // Never grow past twice what the window actually had in flight.
@@ -289,36 +285,11 @@ impl GradientLimit {
             }
         }
         if self.slow_start {
-            // Latency lags a doubling by a window; throughput does not. A window that ran
-            // far less concurrency (by Little's law) than the limit allowed found the
-            // app's capacity: on the cold start, set the limit there instead of one
-            // doubling (and one window of the app's queue) later. A restart after a
-            // re-base keeps the latency test alone: it starts near capacity anyway.
-            let concurrency = concurrency(sample, self.limit);
-            let saturated = self.cold
-                && sample.samples >= MIN_SAMPLES
-                && sample.window > Duration::ZERO
-                && concurrency < self.limit * SLOW_START_SATURATED;
-            if ratio <= SLOW_START_EXIT && !saturated {
-                return self.set((self.limit * 2.0).min(ceiling));
+            if let Some(limit) =
+                self.slow_start_window(sample, rtt, baseline, ceiling, since_change)
+            {
+                return limit;
             }
-            self.slow_start = false;
-            self.cold = false;
-            if saturated {
-                // The app's capacity, as measured, plus the usual tolerance.
-                return self.set(concurrency * TOLERANCE);
-            }
-        }
-
-        self.unconfirmed = if ratio <= TOLERANCE {
-            0
-        } else {
-            self.unconfirmed + 1
-        };
-        if self.unconfirmed >= self.probe_after {
-            self.unconfirmed = 0;
-            self.probe = Some(self.limit);
-            return self.set(self.limit * PROBE_FACTOR);
         }
 
         if ratio >= ELEVATED {
@@ -338,15 +309,140 @@ impl GradientLimit {
             self.elevated.clear();
         }
 
-        let gradient = (TOLERANCE * baseline / rtt).clamp(MIN_GRADIENT, 1.0);
-        let headroom = (self.limit.sqrt() * HEADROOM_SQRT_SHARE).max(1.0);
-        self.set((self.limit * gradient + headroom).min(ceiling))
+        // A small deviation in one window is mostly noise: pool windows at this limit
+        // until enough completions back it. A large one (a capacity cut) and a window
+        // without any queue (room to grow) are acted on at once. A window whose
+        // completions were mostly admitted before the limit last changed shows the old
+        // limit: only a large deviation is acted on from it.
+        if (self.pending_at - self.limit).abs() > 0.5 {
+            self.pending = (0.0, 0.0, 0.0);
+        }
+        self.pending_at = self.limit;
+        self.dip_in = self.dip_in.saturating_sub(1);
+        let window = sample.window.as_secs_f64();
+        let lagged = window > 0.0 && (rtt - since_change) / window > DECIDE_LAG;
+        // Large: well above the latency the target queue itself brings (at a small limit
+        // that is a large share: 1.25× with one request queued at C = 4), and above this
+        // window's own noise (three times it: ±9 % at 10 completions spread ±50 %).
+        let target = target_queue(self.limit);
+        let noise = LARGE_NOISE * ONE_NOISE * (spread(sample) / DECIDE_SPREAD)
+            / (sample.samples as f64).sqrt();
+        let large = ratio
+            >= LARGE.max(1.0 + noise) * self.limit / (self.limit - target).max(self.limit / 2.0);
+        if lagged && !large {
+            return self.limit();
+        }
+        let n = sample.samples as f64;
+        self.pending.0 += n;
+        self.pending.1 += n * rtt;
+        self.pending.2 += n * spread(sample);
+        let pooled = self.pending.1 / self.pending.0;
+        let enough = self.pending.0 >= decide_samples(self.pending.2 / self.pending.0);
+        let ratio = if large { ratio } else { pooled / baseline };
+        if !enough && ratio > 1.0 && !large {
+            return self.limit();
+        }
+        let rtt = if large { rtt } else { pooled };
+        let backed = enough || ratio < FASTER_AT_ONCE;
+        self.pending = (0.0, 0.0, 0.0);
+        let ratio = if ratio < FASTER && backed {
+            // Markedly faster than the baseline at full use: the app itself got faster,
+            // and a queue may soon hide how much. Follow part of the way, dip soon, and
+            // do not take the speed for spare capacity (no accelerated growth).
+            self.dip_in = self.dip_in.min(DIP_SOON);
+            self.growing = 0;
+            let lowered = if ratio < FASTER_AT_ONCE {
+                // Far faster: no noise does that; any queue left in it shows at the dip.
+                rtt
+            } else {
+                baseline - (baseline - rtt) * BASELINE_DOWN_GAIN
+            };
+            self.baseline = Some(lowered);
+            rtt / lowered
+        } else {
+            ratio
+        };
+
+        // Little's law: with a queue in the app, limit × baseline / rtt is its capacity,
+        // and the rest of the limit is the queue. When the limit has just fallen,
+        // latency still shows the higher one it had (the queue it built): throughput ×
+        // baseline, which does not lag, is then the larger. (Only then, in a window partly
+        // admitted before the change: in a settled window it is just a second, noisier
+        // estimate, and the larger of two is biased.)
+        let throughput = sample.samples as f64 / window.max(1e-9);
+        let recent = window > 0.0 && (rtt - since_change) / window > DIP_LAG;
+        let capacity = if recent {
+            (self.limit / ratio).max((throughput * baseline).min(self.limit))
+        } else {
+            self.limit / ratio
+        };
+        let queue = self.limit - capacity;
+        let grow = (self.limit.sqrt() * HEADROOM_SQRT_SHARE).max(target);
+        let headroom = if queue >= target {
+            self.growing = 0;
+            target
+        } else {
+            // Decision after decision without a queue: the steps grow (1, 2, 3, ... times
+            // the usual), so a capacity far above the limit is found in a few of them.
+            if ratio >= FASTER && queue < target / 2.0 {
+                self.growing = (self.growing + 1).min(GROWTH_STEPS_MAX);
+            } else {
+                self.growing = 0;
+            }
+            target + (grow - target) * (1.0 - queue.max(0.0) / target) * self.growing.max(1) as f64
+        };
+        let step = capacity.clamp(self.limit * MIN_GRADIENT, self.limit) + headroom;
+        if step > ceiling {
+            // Held by the peak in flight (demand, not the app): no growth to build on.
+            self.growing = 0;
+        }
+        let next = step.min(ceiling);
+        let smoothed = self
+            .capacity
+            .map_or(capacity, |c| c + (capacity - c) * CAPACITY_GAIN);
+        self.capacity = Some(smoothed);
+        if large && next < self.limit * BACKED_OFF {
+            // A back-off from a real queue: the dip waits until the limit has settled.
+            // (Not from small, pooled steps: those are what a baseline too low does to
+            // the limit, and only a dip shows it.)
+            self.dip_in = self.dip_in.max(DIP_SOON);
+        }
+        self.step_or_dip(next, capacity, smoothed, ceiling, rtt)
     }
 
     fn set(&mut self, limit: f64) -> usize {
+        let before = self.limit();
         self.limit = limit.clamp(self.min, self.max);
+        if self.limit() != before {
+            self.since_change = 0.0;
+        }
         self.limit()
     }
+}
+
+/// How far the window's fastest completion was under its mean (0: all alike, 0.5 for
+/// service times spread ±50 %): a rough measure of the latency noise, from the two
+/// numbers a window has.
+fn spread(sample: &WindowSample) -> f64 {
+    let avg = sample.rtt_avg.as_secs_f64();
+    if avg > 0.0 {
+        (1.0 - sample.rtt_min.as_secs_f64() / avg).clamp(0.0, 1.0)
+    } else {
+        1.0
+    }
+}
+
+/// Completions that back a decision on a small deviation at a mean [`spread`]: the mean
+/// of `n` is within `±0.3 × spread / √n` (0.29 for uniform service times), so
+/// [`DECIDE_SAMPLES`] at the ±50 % spread, one window's worth for an app that takes the
+/// same time for every request, more for a wider spread (up to 4 × at `spread` = 1).
+fn decide_samples(spread: f64) -> f64 {
+    (DECIDE_SAMPLES * (spread / DECIDE_SPREAD).powi(2)).clamp(1.0, 4.0 * DECIDE_SAMPLES)
+}
+
+/// The standing queue the limit aims at, in requests (see [`QUEUE_SQRT_SHARE`]).
+fn target_queue(limit: f64) -> f64 {
+    (limit.sqrt() * QUEUE_SQRT_SHARE).max(1.0)
 }
 
 /// The window's mean concurrency by Little's law (throughput × latency), measured on the
@@ -429,6 +525,9 @@ impl Limiter {
         }
     }
 }
+
+mod dip;
+mod slow_start;
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,8 @@ struct Sim {
     /// Admission times of requests queued inside the app.
     queue: VecDeque<u64>,
     rng: u64,
+    /// Service times are uniform in [1 - spread, 1 + spread] × T.
+    spread: f64,
 }
 
 #[derive(Debug)]
@@ -40,6 +42,7 @@ impl Sim {
             busy: BinaryHeap::new(),
             queue: VecDeque::new(),
             rng: 0x9E37_79B9_7F4A_7C15,
+            spread: 0.5,
         };
         sim.set_load(load);
         sim
@@ -56,7 +59,7 @@ impl Sim {
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
         let u = (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-        (self.service_ns as f64 * (0.5 + u)) as u64
+        (self.service_ns as f64 * (1.0 - self.spread + 2.0 * self.spread * u)) as u64
     }
 
     fn inflight(&self) -> usize {
@@ -158,7 +161,7 @@ fn converges_on_known_capacities() {
             for w in 0..400 {
                 let win = step(&mut sim, &mut limiter, len);
                 let l = limiter.limit() as f64;
-                let inside = l >= 0.9 * c && l <= 1.5 * c + 1.0;
+                let inside = l >= 0.9 * c && l <= 1.25 * c + 2.0;
                 if converged.is_none() && inside {
                     converged = Some(w + 1);
                 }
@@ -180,16 +183,17 @@ fn converges_on_known_capacities() {
                 ms(worst),
                 limiter.baseline_rtt()
             );
-            // One 0.6x probe window per 100 at most: 3 in 350 windows.
-            assert!(probes <= 4, "C={capacity}: {probes} probes");
-            assert!(probe_lo == usize::MAX || probe_lo as f64 >= 0.6 * lo as f64 - 1.0);
+            // Dips are shallow (at most a fifth, or one request) and rare: at most one window
+            // in 6 at a dipped limit, even at C = 4 where each takes 5 windows of 20.
+            assert!(probes * 6 <= 350, "C={capacity}: {probes} dip windows");
+            assert!(probe_lo == usize::MAX || probe_lo as f64 >= 0.8 * lo as f64 - 1.0);
             assert!(
                 converged.is_some_and(|w| w <= 20),
                 "C={capacity}: {converged:?}"
             );
-            // One request is 25 % of C = 4: allow one above 1.5 C for rounding.
+            // One request is 25 % of C = 4: allow two above 1.25 C for rounding and noise.
             assert!(
-                lo as f64 >= 0.9 * c && hi as f64 <= 1.5 * c + 1.0,
+                lo as f64 >= 0.9 * c && hi as f64 <= 1.25 * c + 2.0,
                 "C={capacity}: {lo}..={hi}"
             );
             assert!(worst < service * 2, "C={capacity}: rtt {worst:?}");
@@ -214,10 +218,13 @@ fn capacity_change(from: usize, to: usize, band: (f64, f64), service: Duration) 
     for w in 0..300 {
         let win = step(&mut sim, &mut limiter, len);
         let l = limiter.limit() as f64;
-        let in_band = limiter.is_probing() || (l >= lo && l <= hi);
+        // A dip (the limit deliberately under capacity for a few windows) is in band
+        // once settled, but does not settle.
+        let probing = limiter.is_probing();
+        let in_band = probing || (l >= lo && l <= hi);
         let ok = in_band && win.sample.rtt_avg < service * 2;
         match settled {
-            None if ok => settled = Some(w + 1),
+            None if ok && !probing => settled = Some(w + 1),
             Some(at) if !ok && w > at + 5 => {
                 panic!("{from}->{to}: left the band at window {w}: {l}, {win:?}")
             }
@@ -242,15 +249,70 @@ fn capacity_change(from: usize, to: usize, band: (f64, f64), service: Duration) 
 fn drops_on_a_capacity_cut() {
     // 60 -> 20 while offered 120 requests' worth: 6x the new capacity.
     for service in [Duration::from_millis(5), Duration::from_millis(50)] {
-        assert!(capacity_change(60, 20, (0.9, 1.5), service) <= 5);
+        assert!(capacity_change(60, 20, (0.9, 1.3), service) <= 5);
     }
 }
 
 #[test]
 fn recovers_when_capacity_returns() {
     for service in [Duration::from_millis(5), Duration::from_millis(50)] {
-        assert!(capacity_change(20, 60, (0.9, 1.5), service) <= 15);
+        assert!(capacity_change(20, 60, (0.9, 1.3), service) <= 15);
     }
+}
+
+#[test]
+fn overload_after_a_quiet_spell_starts_near_capacity() {
+    // As the bench does: half the capacity for 5 s (the limit sits at twice the peak in
+    // flight, ~24 at C = 20), then 2x. The spell's windows show no queue; they must not
+    // be taken for room to grow once the overload lifts the 2x-peak ceiling.
+    for (service, window, spread) in [(50, 100, 0.02), (50, 250, 0.5), (5, 100, 0.5)] {
+        let (service, len) = (
+            Duration::from_millis(service),
+            Duration::from_millis(window),
+        );
+        let mut sim = Sim::new(20, service, 0.5);
+        sim.spread = spread;
+        let mut limiter = GradientLimit::new(settings());
+        while sim.now < 5_000_000_000 {
+            step(&mut sim, &mut limiter, len);
+        }
+        let quiet = limiter.limit();
+        sim.set_load(2.0);
+        let (mut highest, mut worst) = (0, Duration::ZERO);
+        for _ in 0..20 {
+            let win = step(&mut sim, &mut limiter, len);
+            highest = highest.max(limiter.limit());
+            worst = worst.max(win.sample.rtt_avg);
+        }
+        eprintln!(
+            "T={service:?} W={len:?}: quiet at {quiet}, then at most {highest}, worst {worst:?}"
+        );
+        assert!(highest <= quiet.max(26), "T={service:?}: {highest}");
+        // (The quiet limit, twice the peak, may exceed capacity: one window of queue.)
+        assert!(worst < service.mul_f64(1.5), "T={service:?}: {worst:?}");
+    }
+}
+
+#[test]
+fn growth_held_by_the_peak_in_flight_does_not_build_up() {
+    // Windows at exactly half the limit in flight (not app-limited) with no queue: each
+    // finds room to grow, but twice the peak holds the limit. When demand then fills the
+    // limit, the next step is an ordinary one, not eight held-up steps at once.
+    let mut g = warmed(24);
+    let quiet = |max_inflight: usize| WindowSample {
+        max_inflight,
+        ..window(100, 10, max_inflight)
+    };
+    for _ in 0..20 {
+        let l = g.limit();
+        g.update(&quiet(l.div_ceil(2)));
+    }
+    let held = g.limit();
+    let after = g.update(&quiet(held));
+    assert!(
+        after <= held + 3,
+        "from {held} to {after} at the first full window"
+    );
 }
 
 #[test]
@@ -321,13 +383,17 @@ fn follows_a_lasting_change_in_unloaded_latency() {
                 followed = Some(w + 1);
             }
         }
+        // (Not in the middle of a dip.)
+        while limiter.is_probing() {
+            step(&mut sim, &mut limiter, len);
+        }
         let (base, limit) = (limiter.baseline_rtt().unwrap_or_default(), limiter.limit());
         eprintln!(
             "T {service:?} x{factor}: baseline {base:?} after {followed:?} windows, limit {limit}"
         );
         assert!(followed.is_some_and(|w| w <= 30), "{followed:?}");
         assert!(base <= slower.mul_f64(1.1), "{base:?}");
-        assert!((18..=30).contains(&limit), "{limit}");
+        assert!((19..=25).contains(&limit), "{limit}");
         // Faster again. The standing queue at the old limit hides the new speed until a
         // probe (after 100 unconfirmed windows) shows it.
         sim.service_ns = service.as_nanos() as u64;
@@ -340,6 +406,9 @@ fn follows_a_lasting_change_in_unloaded_latency() {
                 back = Some(w + 1);
             }
         }
+        while limiter.is_probing() {
+            step(&mut sim, &mut limiter, len);
+        }
         eprintln!(
             "  faster again: baseline back after {back:?} windows, limit {} probing {}",
             limiter.limit(),
@@ -351,10 +420,176 @@ fn follows_a_lasting_change_in_unloaded_latency() {
         assert!(back.is_some_and(|w| w <= 150), "back: {back:?}");
         assert!(base <= service.mul_f64(1.15), "back: {base:?}");
         assert!(
-            (18..=30).contains(&limiter.limit()),
+            (19..=25).contains(&limiter.limit()),
             "back: {}",
             limiter.limit()
         );
+    }
+}
+
+/// What a stretch of windows in front of a [`Sim`] showed.
+#[derive(Debug)]
+struct Stretch {
+    /// Mean limit over the windows not at a dipped limit ...
+    limit: f64,
+    /// ... and its range.
+    lo: usize,
+    hi: usize,
+    /// Mean latency of the completions, in multiples of the service time.
+    latency: f64,
+    /// Completions over what the app could have done (capacity / service time).
+    goodput: f64,
+    /// Windows at a dipped limit.
+    dips: usize,
+}
+
+/// Runs `skip` windows, then measures `windows` more.
+fn stretch(
+    sim: &mut Sim,
+    limiter: &mut GradientLimit,
+    len: Duration,
+    skip: usize,
+    windows: usize,
+) -> Stretch {
+    for _ in 0..skip {
+        step(sim, limiter, len);
+    }
+    let service = Duration::from_nanos(sim.service_ns).as_secs_f64();
+    let (mut sum, mut cruising, mut lo, mut hi, mut dips) = (0.0, 0.0, usize::MAX, 0, 0);
+    let (mut done, mut rtt) = (0u64, 0.0);
+    for _ in 0..windows {
+        let win = step(sim, limiter, len);
+        done += win.sample.samples;
+        rtt += win.sample.rtt_avg.as_secs_f64() * win.sample.samples as f64;
+        if win.probe {
+            dips += 1;
+        } else {
+            sum += win.limit_before as f64;
+            cruising += 1.0;
+            lo = lo.min(win.limit_before);
+            hi = hi.max(win.limit_before);
+        }
+    }
+    let possible = windows as f64 * len.as_secs_f64() * sim.capacity as f64 / service;
+    Stretch {
+        limit: sum / cruising,
+        lo,
+        hi,
+        latency: rtt / done as f64 / service,
+        goodput: done as f64 / possible,
+        dips,
+    }
+}
+
+#[test]
+fn settles_with_about_one_request_queued_in_the_app() {
+    // 2x overload, 400 windows after 100 of settling. The limit sits one request above
+    // capacity (more at C = 100, where the target queue is 0.2 √limit = 2 and noise is a
+    // request or two), so latency is T × (C + 1) / C: 1.25 T at C = 4, 1.05 T at C = 20.
+    // Before: 22-25 at C = 20 (1.15 T), 103-112 at C = 100, 5-7 at C = 4 (1.3 T).
+    for (capacity, limits, latency) in [
+        (4usize, (4.5, 5.5), 1.3),
+        (20, (20.5, 22.0), 1.07),
+        (100, (100.5, 105.0), 1.04),
+    ] {
+        for service in [Duration::from_millis(5), Duration::from_millis(50)] {
+            let mut sim = Sim::new(capacity, service, 2.0);
+            let mut limiter = GradientLimit::new(settings());
+            let s = stretch(&mut sim, &mut limiter, window_for(service), 100, 400);
+            eprintln!("C={capacity} T={service:?}: {s:?}");
+            assert!(
+                s.limit >= limits.0 && s.limit <= limits.1,
+                "C={capacity} T={service:?}: limit {s:?}"
+            );
+            assert!(s.latency <= latency, "C={capacity} T={service:?}: {s:?}");
+            // Under capacity only while a dip runs (and one request under the app's
+            // 20-50 % service-time spread at C = 4).
+            assert!(s.goodput >= 0.97, "C={capacity} T={service:?}: {s:?}");
+            assert!(s.lo + 1 >= capacity, "C={capacity} T={service:?}: {s:?}");
+            assert!(
+                s.hi as f64 <= 1.25 * capacity as f64 + 2.0,
+                "C={capacity} T={service:?}: {s:?}"
+            );
+            // At most one window in 6 at a dipped limit.
+            assert!(s.dips * 6 <= 400, "C={capacity} T={service:?}: {s:?}");
+        }
+    }
+}
+
+#[test]
+fn goodput_stays_at_capacity_from_slight_to_heavy_overload() {
+    // From 1.2x to 4x the capacity: the limit never settles under capacity. (The simulated
+    // proxy sheds what it cannot admit at once, so at 1.2x a request or two of slack in
+    // the app is all that covers the service-time spread.)
+    for load in [1.2, 2.0, 4.0] {
+        for (capacity, service) in [(4usize, 50u64), (20, 50), (20, 5), (100, 5)] {
+            let service = Duration::from_millis(service);
+            let mut sim = Sim::new(capacity, service, load);
+            let mut limiter = GradientLimit::new(settings());
+            let s = stretch(&mut sim, &mut limiter, window_for(service), 100, 400);
+            eprintln!("load {load} C={capacity} T={service:?}: {s:?}");
+            let least = if capacity < 10 { 0.95 } else { 0.97 };
+            assert!(s.goodput >= least, "load {load} C={capacity}: {s:?}");
+        }
+    }
+}
+
+#[test]
+fn settles_as_well_when_latency_is_a_large_part_of_the_window() {
+    // The shell closes windows every 100 ms: at T = 50-100 ms most completions of a window
+    // were admitted in the one before, under the limit before. With the bench app's
+    // near-constant service time and with a ±50 % spread (40 and 20 completions a window).
+    for (service, spread) in [(50, 0.02), (100, 0.02), (50, 0.5), (100, 0.5)] {
+        let service = Duration::from_millis(service);
+        let mut sim = Sim::new(20, service, 2.0);
+        sim.spread = spread;
+        let mut limiter = GradientLimit::new(settings());
+        let s = stretch(&mut sim, &mut limiter, Duration::from_millis(100), 100, 500);
+        eprintln!("T={service:?} spread {spread}: {s:?}");
+        assert!(
+            s.limit >= 20.5 && s.limit <= 22.5,
+            "T={service:?} spread {spread}: {s:?}"
+        );
+        assert!(s.latency <= 1.09, "T={service:?} spread {spread}: {s:?}");
+        assert!(s.goodput >= 0.95, "T={service:?} spread {spread}: {s:?}");
+    }
+}
+
+#[test]
+fn a_baseline_learned_a_few_percent_off_is_corrected() {
+    // The app answers 8 % faster (or 15 % slower) during the cold start than ever after,
+    // so slow start learns a baseline 12 % under (or 9 % over) the true no-queue mean: the
+    // reason the old controller tolerated 1.1x the baseline as "no queue". Low, limit ×
+    // baseline / rtt would settle under capacity (at C = 100, with its target queue of 2,
+    // near 20); high, it would keep a standing queue of 9 % of C. The dips measure the
+    // app without a queue and bring the baseline, and the limit, back.
+    for capacity in [20usize, 100] {
+        for off in [0.92, 1.15] {
+            let service = Duration::from_millis(50);
+            let len = window_for(service);
+            let mut sim = Sim::new(capacity, service, 2.0);
+            sim.service_ns = service.mul_f64(off).as_nanos() as u64;
+            sim.set_load(2.0 / off);
+            let mut limiter = GradientLimit::new(settings());
+            while limiter.in_slow_start() {
+                step(&mut sim, &mut limiter, len);
+            }
+            let learned = limiter.baseline_rtt().unwrap_or_default().as_secs_f64() / 0.05;
+            // (The ramp itself learns a few per cent low: short requests finish first.)
+            assert!((learned - 1.0).abs() >= 0.05, "learned {learned}");
+            sim.service_ns = service.as_nanos() as u64;
+            sim.set_load(2.0);
+            let s = stretch(&mut sim, &mut limiter, len, 60, 240);
+            let base = limiter.baseline_rtt().unwrap_or_default().as_secs_f64() / 0.05;
+            eprintln!("C={capacity} baseline learned at {learned:.3} T, now {base:.3} T: {s:?}");
+            assert!((base - 1.0).abs() <= 0.03, "C={capacity} off {off}: {base}");
+            let c = capacity as f64;
+            assert!(
+                s.limit >= c && s.limit <= c + 0.05 * c + 2.0,
+                "C={capacity} off {off}: {s:?}"
+            );
+            assert!(s.goodput >= 0.97, "C={capacity} off {off}: {s:?}");
+        }
     }
 }
 
@@ -393,6 +628,59 @@ fn slow_start_doubles_then_stops_at_the_first_queue() {
     }
     assert!(g.update(&window(100, 20, 32)) < 32);
     assert!(!g.in_slow_start());
+}
+
+#[test]
+fn the_cold_start_finds_capacity_whatever_share_of_the_window_latency_is() {
+    // From 5 % of a window (T = 5 ms in 100 ms) to all of it (T = 100 ms): at T = W a
+    // window's completions were all admitted in the window before, under half the limit
+    // (with a constant service time the first window after a doubling shows exactly half
+    // the throughput per unit of limit). Slow start ends between 0.5x and 1.5x capacity,
+    // and the limit is within 15 % of it within 30 windows (3 s at 100 ms). Service times
+    // spread ±50 %, but ±10 % at T = 50 ms in 100 ms windows: there, at ±50 %, a ramp
+    // window of ~20 completions can look stalled, and the noise of both the ramp's
+    // baseline and the first dips (±3 %) can keep the limit a few requests short for
+    // several seconds (one seed in 20 here).
+    for capacity in [20usize, 100] {
+        for (service, window, spread) in [
+            (5, 100, 0.5),
+            (50, 250, 0.5),
+            (50, 100, 0.1),
+            (100, 100, 0.5),
+            // As the end-to-end test's app: every request takes the same time.
+            (100, 100, 0.02),
+        ] {
+            let (service, len) = (
+                Duration::from_millis(service),
+                Duration::from_millis(window),
+            );
+            let mut sim = Sim::new(capacity, service, 2.0);
+            sim.spread = spread;
+            let mut limiter = GradientLimit::new(settings());
+            let (mut windows, mut exit, mut reached) = (0, None, None);
+            while windows < 30 {
+                step(&mut sim, &mut limiter, len);
+                windows += 1;
+                let l = limiter.limit() as f64;
+                if exit.is_none() && !limiter.in_slow_start() {
+                    exit = Some(limiter.limit());
+                }
+                if reached.is_none() && l >= 0.85 * capacity as f64 && !limiter.is_probing() {
+                    reached = Some(windows);
+                }
+            }
+            eprintln!(
+                "C={capacity} T={service:?} W={len:?}: slow start ended at {exit:?}, \
+                 within 15 % after {reached:?} windows"
+            );
+            let c = capacity as f64;
+            assert!(
+                exit.is_some_and(|l| l as f64 >= 0.5 * c && l as f64 <= 1.5 * c),
+                "C={capacity} T={service:?} W={len:?}: {exit:?}"
+            );
+            assert!(reached.is_some(), "C={capacity} T={service:?} W={len:?}");
+        }
+    }
 }
 
 #[test]
@@ -481,6 +769,37 @@ fn slow_start_ends_when_throughput_stalls_before_latency_shows_it() {
 }
 
 #[test]
+fn slow_start_stops_at_capacity_in_windows_of_uneven_length() {
+    // Windows as the shell closed them in front of an app of capacity 24 and 100 ms (the
+    // end-to-end test's): 200 ms while a window held fewer than min(10, limit)
+    // completions, then 100 ms. The window at 16 is half made of completions admitted at
+    // 8, so its throughput per unit of limit is what saturation shows at 32: only once
+    // both are measured against what a ramp that fits shows is the stall at 32 seen.
+    let mut g = GradientLimit::new(LimitSettings { min: 2, max: 200 });
+    let mut limits = vec![];
+    for (samples, rtt_us, max_inflight, window_ms) in [
+        (2, 100_986, 2, 200),
+        (6, 107_279, 4, 210),
+        (12, 101_170, 8, 200),
+        (24, 108_393, 16, 200),
+        (16, 101_254, 32, 100),
+        (24, 106_887, 32, 100),
+    ] {
+        limits.push(g.update(&WindowSample {
+            samples,
+            rtt_avg: Duration::from_micros(rtt_us),
+            rtt_min: Duration::from_micros(rtt_us - 1_000),
+            max_inflight,
+            dropped: 0,
+            window: Duration::from_millis(window_ms),
+        }));
+    }
+    assert_eq!(&limits[..5], &[4, 8, 16, 32, 32], "the ramp");
+    assert!(!g.in_slow_start(), "{limits:?}");
+    assert!((24..=27).contains(&limits[5]), "{limits:?}");
+}
+
+#[test]
 fn a_fast_app_is_not_throttled_by_scheduling_noise() {
     // Sub-millisecond answers whose latency still triples as concurrency grows (the
     // machine's cores are shared): all under the latency floor, so the limit keeps
@@ -532,28 +851,34 @@ fn after_a_failure_the_limit_doubles_back_to_where_it_was() {
 
 #[test]
 fn demand_falling_during_a_queue_is_not_taken_for_a_slower_app() {
-    // At equilibrium with a standing queue in the app (latency 1.24x the 10 ms baseline:
-    // the gradient then just offsets the headroom, so the limit holds), the clients'
-    // demand halves (or degradation refuses most of it): concurrency halves while the app
-    // still works off its queue at the same latency. That is no reason to re-base and
-    // restart slow start; the limit must not jump.
-    let mut g = warmed(20);
-    let w = |samples: u64, conc: f64| WindowSample {
+    // At equilibrium in front of an app of capacity 4 and 10 ms (limit 5: one request
+    // queued, latency 1.25x the baseline, so every window counts as elevated and feeds
+    // the re-base test), the clients' demand halves (or degradation refuses most of it):
+    // concurrency halves while the app still works off its queue at the same latency.
+    // That is no reason to re-base and restart slow start; the limit must not jump.
+    let mut g = warmed(4);
+    let app_ms = |limit: usize| 10.0 * (limit as f64 / 4.0).max(1.0);
+    let w = |samples: u64, rtt_ms: f64, conc: f64, max_inflight: usize| WindowSample {
         samples,
-        rtt_avg: Duration::from_micros(12_400),
+        rtt_avg: Duration::from_secs_f64(rtt_ms / 1e3),
         rtt_min: Duration::from_millis(10),
-        max_inflight: 20,
+        max_inflight,
         dropped: 0,
-        // samples × 12.4 ms / window = concurrency
-        window: Duration::from_secs_f64(samples as f64 * 0.0124 / conc),
+        // samples × rtt / window = concurrency
+        window: Duration::from_secs_f64(samples as f64 * rtt_ms / 1e3 / conc),
     };
-    for _ in 0..6 {
-        g.update(&w(50, 20.0));
+    let mut windows = 0;
+    while windows < 60 || g.is_probing() {
+        let l = g.limit();
+        g.update(&w(20, app_ms(l), l as f64, l));
+        windows += 1;
     }
     let limit = g.limit();
+    assert_eq!(limit, 5, "equilibrium at C = 4");
+    assert!(!g.in_slow_start());
     let mut highest = 0;
-    for _ in 0..6 {
-        highest = highest.max(g.update(&w(50, 10.0)));
+    for _ in 0..12 {
+        highest = highest.max(g.update(&w(20, app_ms(limit), 2.5, limit)));
     }
     assert!(!g.in_slow_start(), "re-based on a demand drop");
     assert!(

@@ -1,0 +1,126 @@
+//! Slow start: from the minimum, the limit doubles until latency or throughput shows
+//! the app's capacity (see the algorithm in the parent module's docs).
+
+use super::dip::DIP_SOON;
+use super::{
+    spread, target_queue, GradientLimit, WindowSample, DECIDE_SPREAD, MIN_SAMPLES, SLOW_START_EXIT,
+};
+
+/// ... or `1 + this × √(1/n + 1/m)` when larger, for a window of `n` completions and a
+/// baseline of `m`, at a service-time spread of ±50 %: the noise of two small means
+/// (±0.3 / √n each; five of that). A window of 4 against a baseline of 4 needs 2.06×.
+/// Scaled by the window's [`spread`] (0.5 → 1), not under [`SPREAD_FLOOR`].
+const SLOW_START_NOISE: f64 = 1.5;
+/// Slow start also ends when a window's throughput × baseline fell under this share of
+/// what a ramp that fits shows (the limit × (1 − lag / 2), lag being the share of its
+/// completions admitted before the last doubling), and its throughput per unit of that
+/// under this share of the last judged window's ...
+const SLOW_START_STALL: f64 = 0.85;
+/// ... or under `1 - this × √(1/n + 1/m)` when lower, for a window of `n` completions
+/// and a baseline of `m`, at a ±50 % spread (scaled like [`SLOW_START_NOISE`]): more than
+/// three times the noise of two means, since the requests a doubling admits start
+/// together and finish within the window or not together too. (The old test, Little's
+/// concurrency against a fixed share of the limit, took a ramp that fits for a stall
+/// when latency is the whole window: such a ramp shows (1 − latency / 2 windows) × the
+/// limit, half of it at T = 100 ms in 100 ms windows.)
+const STALL_NOISE: f64 = 1.0;
+/// Throughput under this share of what a fitting ramp shows (and of the last judged
+/// window's) holds the limit for one more window before doubling.
+const SLOW_START_HOLD: f64 = 0.95;
+/// Slow start's noise allowances scale with [`spread`] / [`DECIDE_SPREAD`], but not under
+/// this: with every request taking the same time, completions still come in whole
+/// numbers, and windows are not all alike.
+const SPREAD_FLOOR: f64 = 0.3;
+/// The same for slow start, which judges a doubling: past capacity even a window half
+/// from before the doubling shows it (throughput stops at once).
+const RAMP_LAG: f64 = 0.75;
+
+impl GradientLimit {
+    /// One window during slow start: `Some(limit)` when it decided, `None` when slow
+    /// start ended without a decision of its own (the gradient takes the window).
+    pub(super) fn slow_start_window(
+        &mut self,
+        sample: &WindowSample,
+        rtt: f64,
+        baseline: f64,
+        ceiling: f64,
+        since_change: f64,
+    ) -> Option<usize> {
+        let ratio = rtt / baseline;
+        // Latency lags a doubling by a window; throughput does not. On the cold start,
+        // a window whose throughput per unit of limit fell from the window before's
+        // found the app's capacity (past it the app's throughput stops growing at
+        // once): set the limit there instead of one doubling (and one window of the
+        // app's queue) later. A restart after a re-base keeps the latency test alone:
+        // it starts near capacity anyway.
+        let n = sample.samples as f64;
+        let window = sample.window.as_secs_f64();
+        let measured = self.cold && sample.samples >= MIN_SAMPLES && window > 0.0;
+        let throughput = n / window.max(1e-9);
+        // Both sides of each comparison are noisy means of a few completions (the
+        // window's, and the baseline's), as noisy as the app's latencies are spread.
+        // (The minimum of a few says little: a small window counts as widely spread.)
+        let spread = if sample.samples >= MIN_SAMPLES {
+            (spread(sample) / DECIDE_SPREAD).max(SPREAD_FLOOR)
+        } else {
+            1.0
+        };
+        let behind = if self.cold { self.cold_rtt.0 } else { n };
+        let both = (1.0 / n + 1.0 / behind.max(1.0)).sqrt();
+        // A ramp that fits keeps the app as busy as the limit allows: throughput ×
+        // baseline = the limit, less half the share of the window's completions
+        // admitted before the last doubling (under half the limit).
+        let lag = ((rtt - since_change) / window.max(1e-9)).clamp(0.0, 1.0);
+        let fits = self.limit * (1.0 - lag / 2.0);
+        // ... and throughput per unit of that keeps the last window judged's (which
+        // does not depend on the baseline, but is as noisy as this one). Each can be
+        // fooled (a baseline from a few lucky completions, a window that caught a few
+        // too many); both must say so.
+        let yielded = throughput / fits;
+        let kept = self
+            .ramp_yield
+            .is_none_or(|before| yielded < before * SLOW_START_HOLD);
+        let stall = SLOW_START_STALL.min(1.0 - STALL_NOISE * spread * both);
+        let short = measured && kept && throughput * baseline < fits * SLOW_START_HOLD;
+        let held = std::mem::take(&mut self.held);
+        let saturated = short && throughput * baseline < fits * stall;
+        let noise = SLOW_START_NOISE * spread * both;
+        // A window of a few completions is noisy: it needs a clearer rise to stop.
+        let exit = SLOW_START_EXIT.max(1.0 + noise);
+        // A window mostly admitted before the last doubling shows the limit before it:
+        // judge (and double) on the next one, unless latency already rose.
+        if window > 0.0 && lag > RAMP_LAG && ratio <= exit {
+            return Some(self.limit());
+        }
+        if ratio <= exit && !saturated && short && !held {
+            // Somewhat short of what a ramp that fits shows: hold the limit for one
+            // more look (judged against the same window before) rather than double on
+            // doubtful evidence. Past capacity the second window shows it plainly (the
+            // queue has built); a doubling too many queues the limit in the app.
+            self.held = true;
+            return Some(self.limit());
+        }
+        if ratio <= exit && !saturated {
+            if measured {
+                self.ramp_yield = Some(yielded);
+            }
+            if self.cold {
+                // Every unqueued window of the ramp counts, weighted by its
+                // completions: the lowest of a few windows sits well under the mean.
+                self.cold_rtt.0 += n;
+                self.cold_rtt.1 += n * rtt;
+                self.baseline = Some(self.cold_rtt.1 / self.cold_rtt.0);
+            }
+            return Some(self.set((self.limit * 2.0).min(ceiling)));
+        }
+        self.slow_start = false;
+        self.cold = false;
+        self.dip_in = DIP_SOON;
+        if saturated {
+            // The app's capacity by Little's law, and the target queue.
+            let capacity = throughput * baseline;
+            return Some(self.set(capacity + target_queue(capacity)));
+        }
+        None
+    }
+}
