@@ -175,7 +175,7 @@ fn parse_one(buf: &mut BytesMut, asked: Asked) -> Result<Option<ResponseHead>, H
                 Ok(None)
             };
         };
-        let mut names = Vec::with_capacity(resp.headers.len());
+        let mut names = super::HeaderSpans::new();
         let mut facts = Facts::new();
         for h in resp.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Header)?;

@@ -86,7 +86,7 @@ struct Layout {
     method: Method,
     target: (usize, usize),
     minor: u8,
-    headers: Vec<(HeaderName, usize, usize)>,
+    headers: super::HeaderSpans,
     facts: Facts,
 }
 
@@ -133,7 +133,7 @@ fn parse_with(
         }
         let path = req.path.unwrap_or("");
         let start = path.as_ptr() as usize - base;
-        let mut headers = Vec::with_capacity(req.headers.len());
+        let mut headers = super::HeaderSpans::new();
         let mut facts = Facts::new();
         for h in req.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes())
