@@ -3,7 +3,8 @@
 # req/s on a shared machine). sluice runs under valgrind in front of the simulated app in
 # fast mode; 4 keep-alive connections send N1, then, in a second run, N2 requests; the
 # difference divided by N2 - N1 is the cost of one request with start-up and shutdown
-# cancelled out.
+# cancelled out. Then the heap allocations per request and who makes them
+# (bench/callgrind_allocs.py).
 #
 #   bash bench/callgrind.sh [BIN_DIR]      (default target/release; builds it if missing)
 set -euo pipefail
@@ -79,3 +80,4 @@ i1=$(run $n1)
 i2=$(run $n2)
 echo "instructions: $i1 for $n1 requests, $i2 for $n2"
 echo "per request: $(( (i2 - i1) / (n2 - n1) ))"
+python3 bench/callgrind_allocs.py "$work/callgrind.$n1" "$work/callgrind.$n2" $((n2 - n1))
