@@ -36,6 +36,15 @@ def wait_port(port, timeout=10.0):
     raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
 
 
+def cpu_seconds(pid):
+    """User and system CPU seconds `pid` has used so far, all its threads together."""
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name (field 2) may hold spaces: split after its closing paren.
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -209,9 +218,11 @@ def parse_wrk(text):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     pct = {m.group(1): _ms(m.group(2), m.group(3))
            for m in re.finditer(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)}
+    total = re.search(r"(\d+) requests in", text)
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     sock = re.search(r"Socket errors:.*", text)
-    return {"rps": rps, "p50_ms": pct.get("50"), "p99_ms": pct.get("99"),
+    return {"rps": rps, "requests": int(total.group(1)) if total else 0,
+            "p50_ms": pct.get("50"), "p99_ms": pct.get("99"),
             "non_2xx": int(errors.group(1)) if errors else 0,
             "socket_errors": sock.group(0) if sock else ""}
 

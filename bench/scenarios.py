@@ -65,12 +65,21 @@ def passthrough(ctx):
            "haproxy": {"start": harness.rss_kib(hap.pid)}}
     ports = {"direct": p.app_port, "haproxy": p.haproxy_port,
              "haproxy-fwd": p.haproxy_fwd_port, "sluice": p.sluice_port}
+    # The process whose CPU a round costs: the proxy (HAProxy serves both its frontends).
+    pids = {"direct": None, "haproxy": hap.pid, "haproxy-fwd": hap.pid, "sluice": slu.pid}
     results = {t: [] for t in ports}
     causes = []
     for _ in range(rounds):
         for t, port in ports.items():
             before = harness.sluice_counts(p.sluice_obs_port) if t == "sluice" else None
-            results[t].append(p.wrk(port, dur))
+            cpu0 = harness.cpu_seconds(pids[t]) if pids[t] else None
+            r = p.wrk(port, dur)
+            if cpu0 is not None:
+                cpu1 = harness.cpu_seconds(pids[t])
+                # CPU per request is the proxy's own cost, which a busy neighbour on the
+                # machine changes far less than requests/s.
+                r["cpu_us"] = [(b - a) * 1e6 / max(r["requests"], 1) for a, b in zip(cpu0, cpu1)]
+            results[t].append(r)
             if before is not None:
                 causes.append(harness.counts_delta(before, harness.sluice_counts(p.sluice_obs_port)))
     for name, proc in (("sluice", slu), ("haproxy", hap)):
@@ -109,6 +118,7 @@ def passthrough(ctx):
           "request (X-Forwarded-For, X-Forwarded-Proto, X-Request-Id both ways).\n\n")
     md += table(["target", "req/s", "p50 ms", "p99 ms", "× haproxy", "× haproxy-fwd", "× direct",
                  "req/s by round", "p99 ms by round", "non-2xx"], rows)
+    md += cpu_table(results, dur)
     md += "\nAdded p99 over direct (median): " + ", ".join(
         f"{t} {median(t, 'p99_ms') - median('direct', 'p99_ms'):+.2f} ms"
         for t in ("haproxy", "haproxy-fwd", "sluice")) + "\n\n"
@@ -127,6 +137,28 @@ def passthrough(ctx):
                   f"{r['held']}/{r['failed']}"] for n, r in rss.items()])
     ctx.save_json("passthrough.json", {"wrk": results, "rss_kib": rss, "sluice_not_success": causes})
     return md
+
+
+def cpu_table(results, dur):
+    """The proxies' CPU per request, user and system, medians over the rounds."""
+    def med(vals):
+        vals = sorted(vals)
+        return vals[len(vals) // 2] if vals else None
+
+    cpu = {t: [r["cpu_us"] for r in rs if "cpu_us" in r] for t, rs in results.items()}
+    cpu = {t: v for t, v in cpu.items() if v}
+    if not cpu:
+        return ""
+    total = {t: med(u + s for u, s in v) for t, v in cpu.items()}
+    base = total.get("haproxy")
+    rows = [[t, med(u for u, _ in v), med(s for _, s in v), total[t],
+             f"{total[t] / base:.2f}" if base else "-",
+             ", ".join(f"{u + s:.1f}" for u, s in v)] for t, v in cpu.items()]
+    return ("\nCPU per request of the proxy process (`/proc/PID/stat` user and system time "
+            f"over each {dur} s round, divided by the round's requests; medians), a property "
+            "of the proxy that a busy machine moves far less than requests/s:\n\n"
+            + table(["proxy", "user µs", "system µs", "total µs", "× haproxy",
+                     "total µs by round"], rows) + "\n")
 
 
 def warmed(ctx, target, rate, secs, name, tmo):

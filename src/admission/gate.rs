@@ -421,11 +421,13 @@ impl Gate {
         let samples = w.samples.swap(0, Relaxed);
         let sum = w.rtt_sum_us.swap(0, Relaxed);
         let min = w.rtt_min_us.swap(u64::MAX, Relaxed);
+        let inflight = self.inflight.load(Relaxed);
         let sample = WindowSample {
             samples,
             rtt_avg: Duration::from_micros(sum.checked_div(samples).unwrap_or(0)),
             rtt_min: Duration::from_micros(if min == u64::MAX { 0 } else { min }),
-            max_inflight: w.max_inflight.swap(self.inflight.load(Relaxed), Relaxed),
+            max_inflight: w.max_inflight.swap(inflight, Relaxed),
+            inflight_at_end: inflight,
             dropped: w.dropped.swap(0, Relaxed),
             window,
         };
@@ -436,7 +438,13 @@ impl Gate {
         // zero), but followed at once on the way up: while the limit climbs (slow start,
         // a recovery), a lagging estimate would have predictive shedding refuse work the
         // app is about to take.
-        let new = if old == 0.0 || rate >= old * DRAIN_JUMP {
+        // An idle window (nothing completed, in flight or queued) keeps the estimate:
+        // quiet says nothing about the app's speed, and an estimate decayed over a quiet
+        // minute would have predictive shedding refuse the next burst outright.
+        let idle = completions == 0.0 && sample.max_inflight == 0 && self.queued.load(SeqCst) == 0;
+        let new = if idle {
+            old
+        } else if old == 0.0 || rate >= old * DRAIN_JUMP {
             rate
         } else {
             old * 0.7 + rate * 0.3

@@ -30,6 +30,10 @@ pub struct WindowSample {
     pub rtt_min: Duration,
     /// Most requests in flight at once during the window.
     pub max_inflight: usize,
+    /// Requests in flight when the window closed. Well under the limit, the clients
+    /// sent less by the end (they stopped or slowed), and the window's throughput says
+    /// nothing about what the app can take.
+    pub inflight_at_end: usize,
     /// Completions that signal overload: upstream timeouts, 503s from the app,
     /// connection failures.
     pub dropped: u64,

@@ -328,3 +328,25 @@ async fn the_drain_rate_follows_a_climb_at_once_and_a_fall_smoothly() {
     assert!((window(50) - 43.0).abs() < 1e-9);
     assert!((window(10) - 33.1).abs() < 1e-9);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_drain_rate_survives_a_quiet_spell_and_decays_only_when_the_app_stalls() {
+    let g = gate(1, 10);
+    let mut now = Instant::now();
+    let mut window = |completions: u64| {
+        g.window.completions.store(completions, Relaxed);
+        g.window.samples.store(completions, Relaxed);
+        now += Duration::from_secs(1);
+        g.end_window(now);
+        g.drain_rate()
+    };
+    assert_eq!(window(40), 40.0);
+    // A minute with no traffic at all says nothing about the app's speed: the estimate
+    // stays, so the next burst is not shed on a rate decayed toward zero.
+    for _ in 0..60 {
+        assert_eq!(window(0), 40.0);
+    }
+    // A request in flight and nothing completing is a stalled app: that decays.
+    let _held = g.admit(Normal, 0, later(100_000)).await.expect("slot");
+    assert!((window(0) - 28.0).abs() < 1e-9);
+}

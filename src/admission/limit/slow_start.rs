@@ -24,6 +24,10 @@ const SLOW_START_STALL: f64 = 0.85;
 /// when latency is the whole window: such a ramp shows (1 − latency / 2 windows) × the
 /// limit, half of it at T = 100 ms in 100 ms windows.)
 const STALL_NOISE: f64 = 1.0;
+/// Throughput is judged only in a window that ended with at least this share of the
+/// limit in flight (see [`WindowSample::inflight_at_end`]). An app past its capacity
+/// keeps every slot busy; fewer at the end is demand that fell.
+const SLOW_START_BUSY: f64 = 0.75;
 /// Throughput under this share of what a fitting ramp shows (and of the last judged
 /// window's) holds the limit for one more window before doubling.
 const SLOW_START_HOLD: f64 = 0.95;
@@ -55,7 +59,11 @@ impl GradientLimit {
         // it starts near capacity anyway.
         let n = sample.samples as f64;
         let window = sample.window.as_secs_f64();
-        let measured = self.cold && sample.samples >= MIN_SAMPLES && window > 0.0;
+        // Throughput is the app's capacity only while demand kept every slot busy to the
+        // end: a window in which the clients stopped (a load test's last moments) shows
+        // low throughput at a high limit too, and once set the limit there.
+        let busy = sample.inflight_at_end as f64 >= self.limit * SLOW_START_BUSY;
+        let measured = self.cold && sample.samples >= MIN_SAMPLES && window > 0.0 && busy;
         let throughput = n / window.max(1e-9);
         // Both sides of each comparison are noisy means of a few completions (the
         // window's, and the baseline's), as noisy as the app's latencies are spread.

@@ -111,6 +111,7 @@ impl Sim {
             rtt_avg: Duration::from_nanos(sum.checked_div(samples).unwrap_or(0)),
             rtt_min: Duration::from_nanos(if samples == 0 { 0 } else { min }),
             max_inflight,
+            inflight_at_end: self.inflight(),
             dropped: 0,
             window: len,
         }
@@ -599,6 +600,7 @@ fn window(samples: u64, rtt_ms: u64, max_inflight: usize) -> WindowSample {
         rtt_avg: Duration::from_millis(rtt_ms),
         rtt_min: Duration::from_millis(rtt_ms / 2),
         max_inflight,
+        inflight_at_end: max_inflight,
         dropped: 0,
         // Unknown length: these hand-made windows are not consistent with Little's law,
         // so the throughput test of slow start is skipped for them.
@@ -752,6 +754,7 @@ fn slow_start_ends_when_throughput_stalls_before_latency_shows_it() {
         rtt_avg: Duration::from_millis(rtt_ms),
         rtt_min: Duration::from_millis(rtt_ms),
         max_inflight,
+        inflight_at_end: max_inflight,
         dropped: 0,
         window: Duration::from_millis(100),
     };
@@ -790,6 +793,7 @@ fn slow_start_stops_at_capacity_in_windows_of_uneven_length() {
             rtt_avg: Duration::from_micros(rtt_us),
             rtt_min: Duration::from_micros(rtt_us - 1_000),
             max_inflight,
+            inflight_at_end: max_inflight,
             dropped: 0,
             window: Duration::from_millis(window_ms),
         }));
@@ -813,6 +817,7 @@ fn a_fast_app_is_not_throttled_by_scheduling_noise() {
             rtt_avg: Duration::from_micros(rtt_us),
             rtt_min: Duration::from_micros(rtt_us / 2),
             max_inflight: l,
+            inflight_at_end: l,
             dropped: 0,
             window: Duration::from_millis(100),
         });
@@ -863,6 +868,7 @@ fn demand_falling_during_a_queue_is_not_taken_for_a_slower_app() {
         rtt_avg: Duration::from_secs_f64(rtt_ms / 1e3),
         rtt_min: Duration::from_millis(10),
         max_inflight,
+        inflight_at_end: max_inflight,
         dropped: 0,
         // samples × rtt / window = concurrency
         window: Duration::from_secs_f64(samples as f64 * rtt_ms / 1e3 / conc),
@@ -884,5 +890,38 @@ fn demand_falling_during_a_queue_is_not_taken_for_a_slower_app() {
     assert!(
         highest <= limit + 2,
         "limit jumped from {limit} to {highest}"
+    );
+}
+
+#[test]
+fn clients_that_stop_mid_window_do_not_pass_for_the_apps_capacity() {
+    // A fast app (latency under the floor): slow start doubles to the maximum and never
+    // sees a queue, so it is still on when the load test ends.
+    let mut g = GradientLimit::new(LimitSettings { min: 2, max: 100 });
+    let busy = |limit: usize| WindowSample {
+        samples: 2_700,
+        rtt_avg: Duration::from_micros(1_200),
+        rtt_min: Duration::from_micros(100),
+        max_inflight: limit.min(64),
+        inflight_at_end: limit.min(64),
+        dropped: 0,
+        window: Duration::from_millis(100),
+    };
+    for _ in 0..10 {
+        let l = g.limit();
+        g.update(&busy(l));
+    }
+    assert_eq!(g.limit(), 100);
+    // The last window: 64 in flight at its start, the clients gone a tenth of the way
+    // in. Its throughput (279 in 100 ms) is the clients', not the app's capacity.
+    let ended = WindowSample {
+        samples: 279,
+        inflight_at_end: 0,
+        ..busy(100)
+    };
+    let after = g.update(&ended);
+    assert!(
+        after >= 64,
+        "limit fell to {after} when the clients stopped"
     );
 }
