@@ -119,6 +119,12 @@ impl GradientLimit {
                 self.cold_rtt.1 += n * rtt;
                 self.baseline = Some(self.cold_rtt.1 / self.cold_rtt.0);
             }
+            if window > 0.0 && !busy {
+                // The clients did not fill the limit by the window's end (an
+                // application-limited flight, RFC 7661): a doubling would admit a burst
+                // the app was never tried with. Hold until demand presses again.
+                return Some(self.limit());
+            }
             return Some(self.set((self.limit * 2.0).min(ceiling)));
         }
         self.slow_start = false;
