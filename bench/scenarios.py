@@ -76,8 +76,7 @@ def passthrough(ctx):
             r = p.wrk(port, dur)
             if cpu0 is not None:
                 cpu1 = harness.cpu_seconds(pids[t])
-                # CPU per request is the proxy's own cost, which a busy neighbour on the
-                # machine changes far less than requests/s.
+                # CPU per request: the proxy's own cost, a second view of the round.
                 r["cpu_us"] = [(b - a) * 1e6 / max(r["requests"], 1) for a, b in zip(cpu0, cpu1)]
             results[t].append(r)
             if before is not None:
@@ -155,8 +154,7 @@ def cpu_table(results, dur):
              f"{total[t] / base:.2f}" if base else "-",
              ", ".join(f"{u + s:.1f}" for u, s in v)] for t, v in cpu.items()]
     return ("\nCPU per request of the proxy process (`/proc/PID/stat` user and system time "
-            f"over each {dur} s round, divided by the round's requests; medians), a property "
-            "of the proxy that a busy machine moves far less than requests/s:\n\n"
+            f"over each {dur} s round, divided by the round's requests; medians):\n\n"
             + table(["proxy", "user µs", "system µs", "total µs", "× haproxy",
                      "total µs by round"], rows) + "\n")
 
