@@ -309,17 +309,20 @@ async fn in_a_standing_queue_a_priority_gets_only_what_higher_ones_leave() {
     crit.abort();
 }
 
+/// Closes a one-second window holding `completions` and returns the drain rate then.
+fn drain_after(g: &Arc<Gate>, now: &mut Instant, completions: u64) -> f64 {
+    g.window.completions.store(completions, Relaxed);
+    g.window.samples.store(completions, Relaxed);
+    *now += Duration::from_secs(1);
+    g.end_window(*now);
+    g.drain_rate()
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_drain_rate_follows_a_climb_at_once_and_a_fall_smoothly() {
     let g = gate(1, 10);
     let mut now = Instant::now();
-    let mut window = |completions: u64| {
-        g.window.completions.store(completions, Relaxed);
-        g.window.samples.store(completions, Relaxed);
-        now += Duration::from_secs(1);
-        g.end_window(now);
-        g.drain_rate()
-    };
+    let mut window = |completions: u64| drain_after(&g, &mut now, completions);
     assert_eq!(window(10), 10.0);
     // Slow start doubled the limit twice: 40 a second drained, believed at once (an
     // estimate lagging at ~20 would shed work the app is about to take).
@@ -333,13 +336,7 @@ async fn the_drain_rate_follows_a_climb_at_once_and_a_fall_smoothly() {
 async fn the_drain_rate_survives_a_quiet_spell_and_decays_only_when_the_app_stalls() {
     let g = gate(1, 10);
     let mut now = Instant::now();
-    let mut window = |completions: u64| {
-        g.window.completions.store(completions, Relaxed);
-        g.window.samples.store(completions, Relaxed);
-        now += Duration::from_secs(1);
-        g.end_window(now);
-        g.drain_rate()
-    };
+    let mut window = |completions: u64| drain_after(&g, &mut now, completions);
     assert_eq!(window(40), 40.0);
     // A minute with no traffic at all says nothing about the app's speed: the estimate
     // stays, so the next burst is not shed on a rate decayed toward zero.

@@ -6,7 +6,8 @@ use super::{
     spread, target_queue, GradientLimit, WindowSample, DECIDE_SPREAD, MIN_SAMPLES, SLOW_START_EXIT,
 };
 
-/// ... or `1 + this × √(1/n + 1/m)` when larger, for a window of `n` completions and a
+/// Slow start ends at a window slower than baseline × [`SLOW_START_EXIT`], or
+/// `1 + this × √(1/n + 1/m)` when larger, for a window of `n` completions and a
 /// baseline of `m`, at a service-time spread of ±50 %: the noise of two small means
 /// (±0.3 / √n each; five of that). A window of 4 against a baseline of 4 needs 2.06×.
 /// Scaled by the window's [`spread`] (0.5 → 1), not under [`SPREAD_FLOOR`].
@@ -35,8 +36,9 @@ const SLOW_START_HOLD: f64 = 0.95;
 /// this: with every request taking the same time, completions still come in whole
 /// numbers, and windows are not all alike.
 const SPREAD_FLOOR: f64 = 0.3;
-/// The same for slow start, which judges a doubling: past capacity even a window half
-/// from before the doubling shows it (throughput stops at once).
+/// A window with more than this share of its completions admitted before the last
+/// doubling is not judged (the gradient's [`super::DECIDE_LAG`] is 0.5): past capacity
+/// even a window half from before the doubling shows it (throughput stops at once).
 const RAMP_LAG: f64 = 0.75;
 
 impl GradientLimit {
