@@ -4,7 +4,8 @@
 # fast mode; 4 keep-alive connections send N1, then, in a second run, N2 requests; the
 # difference divided by N2 - N1 is the cost of one request with start-up and shutdown
 # cancelled out. Then the heap allocations per request and who makes them
-# (bench/callgrind_allocs.py).
+# (bench/callgrind_allocs.py), and, when haproxy is installed, HAProxy's instructions per
+# request in the same setup (one thread, plain forwarding), for comparison.
 #
 #   bash bench/callgrind.sh [BIN_DIR]      (default target/release; builds it if missing)
 set -euo pipefail
@@ -24,11 +25,26 @@ app_port=$(port)
 "$bin/sluice-bench" app --addr "127.0.0.1:$app_port" --mode fast --threads 1 >/dev/null 2>&1 &
 app=$!
 
-# Instructions of one sluice run serving $1 requests.
+# Instructions of one run of $2 (sluice, the default, or haproxy) serving $1 requests.
 run() {
-  local n=$1 sl_port out
+  local n=$1 target=${2:-sluice} sl_port out
   sl_port=$(port)
   out="$work/callgrind.$n"
+  [[ "$target" == sluice ]] || out="$work/callgrind.$target.$n"
+  cat > "$work/haproxy.cfg" <<EOF
+global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+frontend plain
+    bind 127.0.0.1:$sl_port
+    default_backend app
+backend app
+    server app 127.0.0.1:$app_port pool-max-conn 100
+EOF
   cat > "$work/sluice.toml" <<EOF
 [listener]
 addr = "127.0.0.1:$sl_port"
@@ -42,8 +58,13 @@ addr = "127.0.0.1:$app_port"
 [health]
 path = ""
 EOF
-  valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$bin/sluice" --config "$work/sluice.toml" 2>"$work/valgrind.$n.log" &
+  if [[ "$target" == sluice ]]; then
+    valgrind --tool=callgrind --callgrind-out-file="$out" \
+      "$bin/sluice" --config "$work/sluice.toml" 2>"$work/valgrind.$n.log" &
+  else
+    valgrind --tool=callgrind --callgrind-out-file="$out" \
+      haproxy -db -f "$work/haproxy.cfg" 2>"$work/valgrind.$target.$n.log" &
+  fi
   local sl=$!
   python3 - "$sl_port" "$n" <<'PY'
 import http.client, socket, sys, time
@@ -55,7 +76,7 @@ while True:
         break
     except OSError:
         if time.time() > deadline:
-            sys.exit("sluice did not start")
+            sys.exit("the proxy did not start")
         time.sleep(0.2)
 conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(4)]
 for i in range(n):
@@ -68,7 +89,8 @@ for i in range(n):
 for c in conns:
     c.close()
 PY
-  kill -INT "$sl"
+  # SIGINT stops sluice; SIGUSR1 is HAProxy's soft stop (its exit writes the profile).
+  if [[ "$target" == sluice ]]; then kill -INT "$sl"; else kill -USR1 "$sl"; fi
   wait "$sl" || true
   # "summary: <Ir>" (or "totals:") in the callgrind output file.
   awk '/^(summary|totals):/ {print $2; exit}' "$out"
@@ -81,3 +103,8 @@ i2=$(run $n2)
 echo "instructions: $i1 for $n1 requests, $i2 for $n2"
 echo "per request: $(( (i2 - i1) / (n2 - n1) ))"
 python3 bench/callgrind_allocs.py "$work/callgrind.$n1" "$work/callgrind.$n2" $((n2 - n1))
+if command -v haproxy >/dev/null; then
+  h1=$(run $n1 haproxy)
+  h2=$(run $n2 haproxy)
+  echo "haproxy: $h1 for $n1 requests, $h2 for $n2; per request: $(( (h2 - h1) / (n2 - n1) ))"
+fi

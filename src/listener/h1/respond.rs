@@ -12,6 +12,10 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 
+/// Body frames up to this size are copied behind the head and sent with it: the copy
+/// costs less than the kernel's extra work for a vectored write.
+const COALESCE: usize = 4 * 1024;
+
 /// Writes the head and the body in the chosen framing. `Ok(false)`: the body broke or
 /// ran short, so the connection must close (the client sees a cut-off response).
 pub(super) async fn send_body(
@@ -42,14 +46,13 @@ pub(super) async fn send_body(
             },
             None => poll_fn(|cx| body.as_mut().poll_frame(cx)).await,
         };
-        let pending_head = head.take().unwrap_or_default();
+        let mut pending_head = head.take().unwrap_or_default();
         match frame {
             None => {
                 let ended = left.is_none_or(|n| n == 0);
                 let tail: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
-                client
-                    .write_all(&mut [IoSlice::new(&pending_head), IoSlice::new(tail)])
-                    .await?;
+                pending_head.extend_from_slice(tail);
+                client.write(&pending_head).await?;
                 return Ok(ended);
             }
             Some(Err(e)) => {
@@ -67,7 +70,19 @@ pub(super) async fn send_body(
                         }
                         None => data,
                     };
-                    if chunked && !data.is_empty() {
+                    if !pending_head.is_empty() && data.len() <= COALESCE {
+                        // A small body rides in the head's buffer: one send(2), not a
+                        // writev(2) of two or four pieces.
+                        if chunked && !data.is_empty() {
+                            let size = crate::h1::client::chunk_size_line(data.len());
+                            pending_head.extend_from_slice(&size);
+                            pending_head.extend_from_slice(&data);
+                            pending_head.extend_from_slice(b"\r\n");
+                        } else {
+                            pending_head.extend_from_slice(&data);
+                        }
+                        client.write(&pending_head).await?;
+                    } else if chunked && !data.is_empty() {
                         let size = crate::h1::client::chunk_size_line(data.len());
                         let mut bufs = [
                             IoSlice::new(&pending_head),
