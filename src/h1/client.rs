@@ -156,8 +156,10 @@ pub fn parse_response(buf: &mut BytesMut, asked: Asked) -> Result<Option<Respons
 fn parse_one(buf: &mut BytesMut, asked: Asked) -> Result<Option<ResponseHead>, HeadError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     // Each header's name, and where its value sits in the head, so that the values can
-    // share the head's bytes once it is split off the buffer.
-    let (len, code, minor, names, facts) = {
+    // share the head's bytes once it is split off the buffer. Declared out here and
+    // drained, not moved: it is a kilobyte on the stack.
+    let mut names = super::HeaderSpans::new();
+    let (len, code, minor, facts) = {
         let mut resp = httparse::Response::new(&mut []);
         let base = buf.as_ptr() as usize;
         let status = match httparse::ParserConfig::default()
@@ -175,7 +177,6 @@ fn parse_one(buf: &mut BytesMut, asked: Asked) -> Result<Option<ResponseHead>, H
                 Ok(None)
             };
         };
-        let mut names = super::HeaderSpans::new();
         let mut facts = Facts::new();
         for h in resp.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Header)?;
@@ -187,7 +188,6 @@ fn parse_one(buf: &mut BytesMut, asked: Asked) -> Result<Option<ResponseHead>, H
             len,
             resp.code.unwrap_or(0),
             resp.version.unwrap_or(1),
-            names,
             facts,
         )
     };
@@ -199,7 +199,7 @@ fn parse_one(buf: &mut BytesMut, asked: Asked) -> Result<Option<ResponseHead>, H
         StatusCode::from_u16(code).map_err(|_| HeadError::Parse(httparse::Error::Status))?;
     // Room for what sluice adds on the way to the client (`X-Request-Id`).
     let mut headers = HeaderMap::with_capacity(names.len() + 2);
-    for (name, start, end) in names {
+    for (name, start, end) in names.drain(..) {
         let value =
             HeaderValue::from_maybe_shared(raw.slice(start..end)).map_err(|_| HeadError::Header)?;
         headers.append(name, value);
