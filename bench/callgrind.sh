@@ -31,7 +31,24 @@ run() {
   sl_port=$(port)
   out="$work/callgrind.$n"
   [[ "$target" == sluice ]] || out="$work/callgrind.$target.$n"
-  cat > "$work/haproxy.cfg" <<EOF
+  if [[ "$target" == sluice ]]; then
+    cat > "$work/sluice.toml" <<EOF
+[listener]
+addr = "127.0.0.1:$sl_port"
+workers = 1
+http2 = false
+[observability]
+addr = ""
+log_level = "warn"
+[upstream]
+addr = "127.0.0.1:$app_port"
+[health]
+path = ""
+EOF
+    valgrind --tool=callgrind --callgrind-out-file="$out" \
+      "$bin/sluice" --config "$work/sluice.toml" 2>"$work/valgrind.$n.log" &
+  else
+    cat > "$work/haproxy.cfg" <<EOF
 global
     nbthread 1
 defaults
@@ -45,23 +62,6 @@ frontend plain
 backend app
     server app 127.0.0.1:$app_port pool-max-conn 100
 EOF
-  cat > "$work/sluice.toml" <<EOF
-[listener]
-addr = "127.0.0.1:$sl_port"
-workers = 1
-http2 = false
-[observability]
-addr = ""
-log_level = "warn"
-[upstream]
-addr = "127.0.0.1:$app_port"
-[health]
-path = ""
-EOF
-  if [[ "$target" == sluice ]]; then
-    valgrind --tool=callgrind --callgrind-out-file="$out" \
-      "$bin/sluice" --config "$work/sluice.toml" 2>"$work/valgrind.$n.log" &
-  else
     valgrind --tool=callgrind --callgrind-out-file="$out" \
       haproxy -db -f "$work/haproxy.cfg" 2>"$work/valgrind.$target.$n.log" &
   fi

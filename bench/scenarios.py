@@ -100,8 +100,7 @@ def passthrough(ctx):
         p.stop(proc)
 
     def median(t, k):
-        vals = sorted(r[k] for r in results[t])
-        return vals[len(vals) // 2]
+        return _median([r[k] for r in results[t]])
 
     rows = []
     for t in ports:
@@ -138,19 +137,21 @@ def passthrough(ctx):
     return md
 
 
+def _median(vals):
+    """The middle value (the upper one of an even count), None for none."""
+    vals = sorted(vals)
+    return vals[len(vals) // 2] if vals else None
+
+
 def cpu_table(results, dur):
     """The proxies' CPU per request, user and system, medians over the rounds."""
-    def med(vals):
-        vals = sorted(vals)
-        return vals[len(vals) // 2] if vals else None
-
     cpu = {t: [r["cpu_us"] for r in rs if "cpu_us" in r] for t, rs in results.items()}
     cpu = {t: v for t, v in cpu.items() if v}
     if not cpu:
         return ""
-    total = {t: med(u + s for u, s in v) for t, v in cpu.items()}
+    total = {t: _median([u + s for u, s in v]) for t, v in cpu.items()}
     base = total.get("haproxy")
-    rows = [[t, med(u for u, _ in v), med(s for _, s in v), total[t],
+    rows = [[t, _median([u for u, _ in v]), _median([s for _, s in v]), total[t],
              f"{total[t] / base:.2f}" if base else "-",
              ", ".join(f"{u + s:.1f}" for u, s in v)] for t, v in cpu.items()]
     return ("\nCPU per request of the proxy process (`/proc/PID/stat` user and system time "

@@ -12,13 +12,13 @@ pub mod server;
 
 use http::header::{HeaderMap, HeaderName};
 
-/// Longest chunk-size line (with extensions) and trailer section accepted.
 /// A parsed head's header names and where each value lies in the head's bytes, kept
 /// until the head is split off the read buffer: on the stack for up to
 /// [`INLINE_HEADERS`] (browsers send 10–20), on the heap past that.
 type HeaderSpans = smallvec::SmallVec<[(HeaderName, usize, usize); INLINE_HEADERS]>;
 const INLINE_HEADERS: usize = 24;
 
+/// Longest chunk-size line (with extensions) and trailer section accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
 

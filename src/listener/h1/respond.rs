@@ -51,8 +51,12 @@ pub(super) async fn send_body(
             None => {
                 let ended = left.is_none_or(|n| n == 0);
                 let tail: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
-                pending_head.extend_from_slice(tail);
-                client.write(&pending_head).await?;
+                if pending_head.is_empty() {
+                    client.write(tail).await?;
+                } else {
+                    pending_head.extend_from_slice(tail);
+                    client.write(&pending_head).await?;
+                }
                 return Ok(ended);
             }
             Some(Err(e)) => {
