@@ -130,3 +130,81 @@ async fn the_limit_finds_capacity_follows_a_cut_and_recovers_without_config() {
     );
     sluice.shutdown().await;
 }
+
+async fn lane(addr: SocketAddr) -> u64 {
+    let (_, _, body) = Http1Client::get(addr, "/api/v1/performance/concurrency", &[]).await;
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    v["classes"]["db"]["limit"]["critical_lane"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_overload_with_critical_traffic_the_critical_lane_opens() {
+    // Capacity 20 × 50 ms (400 a second), offered 200 critical and 600 normal a second.
+    let settings = SimSettings {
+        capacity: 20,
+        service_time: Duration::from_millis(50),
+        mode: Mode::Normal,
+        queue_limit: 0,
+    };
+    let app = SimApp::start("127.0.0.1:0".parse().expect("addr"), settings)
+        .await
+        .expect("sim app");
+    let config = config(app.addr())
+        + r#"
+[[routes]]
+name = "critical"
+headers = { "x-priority" = "critical" }
+class = "db"
+priority = "critical"
+"#;
+    let sluice = start(&config).await;
+    let stream = |name: &str, rate: f64, header: Option<&str>| Stream {
+        name: name.into(),
+        rate_per_sec: rate,
+        method: http::Method::GET,
+        path: "/api/x".into(),
+        headers: header
+            .map(|v| vec![("x-priority".to_string(), v.to_string())])
+            .unwrap_or_default(),
+    };
+    let plan = LoadPlan {
+        target: sluice.addr,
+        streams: vec![
+            stream("critical", 200.0, Some("critical")),
+            stream("normal", 600.0, None),
+        ],
+        duration: Duration::from_secs(8),
+        max_connections: 1000,
+        timeout: Duration::from_secs(10),
+        arrivals: Arrivals::Even,
+    };
+    let load = tokio::spawn(load::run(plan));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut lanes = Vec::new();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        lanes.push(lane(sluice.addr).await);
+    }
+    let report = load.await.expect("load task").expect("load plan");
+    eprintln!("lane {lanes:?}\n{}", report.table());
+    assert!(lanes.iter().all(|&l| l <= 1), "lane {lanes:?}");
+    assert!(
+        lanes.iter().filter(|&&l| l == 1).count() >= 8,
+        "the lane was open in under half the polls: {lanes:?}"
+    );
+    let critical = &report.streams[0];
+    assert_eq!(
+        critical.successes, critical.sent,
+        "every critical request served"
+    );
+    // Past the cold start (slow start's overshoot is another matter), within 2 T.
+    let mut settled = sluice::sim::histogram::Histogram::new();
+    for second in critical.series.iter().skip(3) {
+        settled.merge(&second.success_latency);
+    }
+    let p99 = settled.quantile(0.99);
+    assert!(p99 < 100_000, "critical p99 {p99} µs from the 4th second");
+    sluice.shutdown().await;
+}

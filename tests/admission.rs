@@ -139,6 +139,11 @@ async fn a_burst_beyond_the_limit_is_served_in_priority_order() {
         sample(&metrics, "sluice_concurrency_limit", "class=\"db\""),
         Some(1.0)
     );
+    // A fixed limit has no critical lane.
+    assert_eq!(
+        sample(&metrics, "sluice_concurrency_critical_lane", "class=\"db\""),
+        Some(0.0)
+    );
 
     assert_eq!(blocker.await.expect("task").0, StatusCode::OK);
     for w in waiters {

@@ -7,7 +7,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
 use std::sync::Arc;
 
-const FAMILIES: [(&str, &str, &[&str]); 5] = [
+const FAMILIES: [(&str, &str, &[&str]); 6] = [
     (
         "sluice_queue_depth",
         "Requests waiting for a concurrency slot, by class and priority.",
@@ -26,6 +26,11 @@ const FAMILIES: [(&str, &str, &[&str]); 5] = [
     (
         "sluice_concurrency_limit",
         "The current (adaptive) concurrency limit, by class.",
+        &["class"],
+    ),
+    (
+        "sluice_concurrency_critical_lane",
+        "Slots at the top of the limit only critical requests may take, by class.",
         &["class"],
     ),
     (
@@ -68,7 +73,7 @@ impl Collector for AdmissionCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let (mut depth, mut waits, mut limits, mut rejections) = (vec![], vec![], vec![], vec![]);
-        let mut upstream = vec![];
+        let (mut upstream, mut lanes) = (vec![], vec![]);
         for g in &self.admission.gates {
             let class = g.config.name.as_str();
             let u = g.stats.upstream.snapshot();
@@ -79,6 +84,7 @@ impl Collector for AdmissionCollector {
                 u.sum_seconds,
             ));
             limits.push(gauge(&[("class", class)], g.limit() as f64));
+            lanes.push(gauge(&[("class", class)], g.lane() as f64));
             let queued = g.queued_by_priority();
             for p in Priority::ALL {
                 let l = [("class", class), ("priority", p.as_str())];
@@ -103,12 +109,13 @@ impl Collector for AdmissionCollector {
             MetricType::HISTOGRAM,
             MetricType::HISTOGRAM,
             MetricType::GAUGE,
+            MetricType::GAUGE,
             MetricType::COUNTER,
         ];
         FAMILIES
             .iter()
             .zip(kinds)
-            .zip([depth, waits, upstream, limits, rejections])
+            .zip([depth, waits, upstream, limits, lanes, rejections])
             .map(|(((name, help, _), kind), metrics)| family(name, help, kind, metrics))
             .collect()
     }

@@ -66,6 +66,9 @@ pub struct Gate {
     pub config: ClassConfig,
     inflight: AtomicUsize,
     limit: AtomicUsize,
+    /// Slots at the top of the limit only critical requests may take (the limiter's
+    /// critical lane).
+    lane: AtomicUsize,
     queued: AtomicUsize,
     state: Mutex<State>,
     limiter: Mutex<Control>,
@@ -92,6 +95,7 @@ impl Gate {
         Arc::new(Gate {
             inflight: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
+            lane: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             state: Mutex::new(State {
                 queue: PriorityQueue::new(config.queue_size),
@@ -123,6 +127,16 @@ impl Gate {
         self.limit.load(Relaxed)
     }
 
+    /// Slots of the limit only critical requests may take.
+    pub fn lane(&self) -> usize {
+        self.lane.load(Relaxed)
+    }
+
+    #[cfg(test)]
+    fn set_lane(&self, lane: usize) {
+        self.lane.store(lane, SeqCst);
+    }
+
     /// Waiters per priority (index = `Priority::index`).
     pub fn queued_by_priority(&self) -> [usize; 5] {
         let st = self.lock();
@@ -151,8 +165,13 @@ impl Gate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn try_acquire(&self) -> bool {
-        let limit = self.limit.load(SeqCst);
+    /// Takes a slot for a request at `p` if one is free for it: critical requests up to
+    /// the limit, the rest up to the limit less the critical lane.
+    fn try_acquire(&self, p: Priority) -> bool {
+        let mut limit = self.limit.load(SeqCst);
+        if p != Priority::Critical {
+            limit = limit.saturating_sub(self.lane.load(SeqCst)).max(1);
+        }
         let mut cur = self.inflight.load(SeqCst);
         loop {
             if cur >= limit {
@@ -179,7 +198,7 @@ impl Gate {
         deadline: Instant,
     ) -> Result<Permit, Refused> {
         self.arrivals[priority.index()].fetch_add(1, Relaxed);
-        if self.queued.load(SeqCst) == 0 && self.try_acquire() {
+        if self.queued.load(SeqCst) == 0 && self.try_acquire(priority) {
             self.stats.admitted(priority, Duration::ZERO);
             return Ok(Permit::new(self.clone()));
         }
@@ -187,7 +206,7 @@ impl Gate {
         let (tx, mut rx) = oneshot::channel();
         let (ticket, displaced, deadline) = {
             let mut st = self.lock();
-            if st.queue.is_empty() && self.try_acquire() {
+            if st.queue.is_empty() && self.try_acquire(priority) {
                 drop(st);
                 self.stats.admitted(priority, Duration::ZERO);
                 return Ok(Permit::new(self.clone()));
@@ -357,7 +376,10 @@ impl Gate {
         now: Instant,
     ) -> Vec<Entry<oneshot::Sender<Grant>>> {
         let mut expired = Vec::new();
-        while !st.queue.is_empty() && self.try_acquire() {
+        while let Some(p) = st.queue.top_priority() {
+            if !self.try_acquire(p) {
+                break;
+            }
             let Some(entry) = st.queue.pop() else {
                 self.inflight.fetch_sub(1, SeqCst);
                 break;
@@ -430,6 +452,8 @@ impl Gate {
             inflight_at_end: inflight,
             dropped: w.dropped.swap(0, Relaxed),
             window,
+            lane: self.lane.load(SeqCst),
+            critical: self.arrivals[Priority::Critical.index()].load(Relaxed),
         };
         let completions = w.completions.swap(0, Relaxed) as f64;
         let rate = completions / window.as_secs_f64().max(1e-3);
@@ -457,6 +481,7 @@ impl Gate {
             smoothed.store((old * 0.7 + rate * 0.3).to_bits(), Relaxed);
         }
         let limit = ctl.limiter.update(&sample);
+        let lane = ctl.limiter.lane();
         self.ramping.store(ctl.limiter.ramping(), Relaxed);
         let baseline = ctl.limiter.baseline_rtt().unwrap_or_default();
         self.baseline_us.store(
@@ -470,12 +495,14 @@ impl Gate {
             max_inflight = sample.max_inflight,
             dropped = sample.dropped,
             limit,
+            lane,
             baseline_ms = ctl.limiter.baseline_rtt().map(|d| d.as_secs_f64() * 1e3),
             "window closed"
         );
         drop(ctl);
         let before = self.limit.swap(limit, SeqCst);
-        if limit > before && self.queued.load(SeqCst) > 0 {
+        let lane_before = self.lane.swap(lane, SeqCst);
+        if (limit > before || lane < lane_before) && self.queued.load(SeqCst) > 0 {
             let mut st = self.lock();
             let leftovers = self.dispatch(&mut st, now);
             drop(st);

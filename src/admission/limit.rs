@@ -39,6 +39,11 @@ pub struct WindowSample {
     pub dropped: u64,
     /// The window's length (for rate-based reasoning, optional).
     pub window: Duration,
+    /// Slots of the limit that only critical requests could take during the window
+    /// (the [`GradientLimit::lane`] in force).
+    pub lane: usize,
+    /// Critical requests that arrived during the window.
+    pub critical: u64,
 }
 
 /// Fewer completions than this (or than the limit, when the limit is smaller) make an
@@ -107,6 +112,16 @@ const BASELINE_DOWN_GAIN: f64 = 0.25;
 /// A gradient step below limit × this on a large deviation is a back-off (a queue the
 /// limit must still shed): no dip until the limit has settled.
 const BACKED_OFF: f64 = 0.9;
+
+/// The critical lane (see [`GradientLimit::lane`]) only for an app this slow at least:
+/// without a queue in the app, each completion leaves a worker idle for sluice's round
+/// trip to hand it the next request (0.1–0.3 ms), 1–3 % of a 10 ms service time.
+const LANE_MIN_BASELINE: f64 = 0.010;
+/// ... and at limits of at least this many, so that the lane is a small share of them.
+const LANE_MIN_LIMIT: usize = 4;
+/// Windows with the lane before a probe without it: the limit's fine control (growth,
+/// small deviations) is only decided with the app's queue in view.
+const LANE_PROBE_EVERY: u8 = 16;
 
 /// Share of the gap to a decision's capacity estimate the smoothed one closes.
 const CAPACITY_GAIN: f64 = 0.5;
@@ -180,6 +195,14 @@ pub struct GradientLimit {
     dip_every: u32,
     /// Multiplies the next dip's depth: doubled after a dip that still found a queue.
     dip_deeper: f64,
+    /// Slots reserved for critical requests in the next window (see [`GradientLimit::lane`]).
+    /// (Small integers, so that the limiter stays small: see [`Limiter`].)
+    lane: u16,
+    /// Windows with the lane left before the next probe without it.
+    lane_in: u8,
+    /// The last window's decision found the target queue (the limit is where it should
+    /// be): the lane may open.
+    at_target: bool,
 }
 
 impl GradientLimit {
@@ -208,6 +231,9 @@ impl GradientLimit {
             dip_in: DIP_SOON,
             dip_every: DIP_SOON,
             dip_deeper: 1.0,
+            lane: 0,
+            lane_in: 0,
+            at_target: false,
         }
     }
 
@@ -238,11 +264,63 @@ impl GradientLimit {
         self.dip.is_some()
     }
 
+    /// The critical lane: slots at the top of the limit that only critical requests may
+    /// take (non-critical ones stop at `limit - lane`). The target queue inside the app
+    /// is then critical requests or nothing: a critical request waits for the next
+    /// completion only, not behind a non-critical one already queued in the app. Open
+    /// while the limit is settled, critical requests arrive and the app is slow enough
+    /// (see [`LANE_MIN_BASELINE`]); every [`LANE_PROBE_EVERY`] windows it closes until a
+    /// decision with the app's queue in view finds the limit at its target again. With
+    /// the lane open, non-critical requests fill the app without a queue, so only a
+    /// large deviation (a capacity cut) is acted on: whether the app could take more
+    /// shows only at the probes.
+    pub fn lane(&self) -> usize {
+        usize::from(self.lane)
+    }
+
     /// Feeds one window; returns the new limit.
     pub fn update(&mut self, sample: &WindowSample) -> usize {
         if self.min >= self.max {
             return self.limit();
         }
+        self.at_target = false;
+        let limit = self.update_limit(sample);
+        let lane = self.next_lane(sample);
+        if lane != self.lane {
+            // What non-critical requests may take changed: the next window shows the old.
+            self.since_change = 0.0;
+            self.lane = lane;
+        }
+        limit
+    }
+
+    fn next_lane(&mut self, sample: &WindowSample) -> u16 {
+        let settled = !self.slow_start
+            && self.recover_to.is_none()
+            && self.dip.is_none()
+            && !self.settling
+            && self.limit() >= LANE_MIN_LIMIT
+            && self.baseline.is_some_and(|b| b >= LANE_MIN_BASELINE);
+        if !settled || sample.critical == 0 {
+            self.lane_in = 0;
+            return 0;
+        }
+        let lane = target_queue(self.limit).round() as u16;
+        if sample.lane > 0 {
+            self.lane_in = self.lane_in.saturating_sub(1);
+            if self.lane_in == 0 {
+                return 0; // probe
+            }
+            lane
+        } else if self.at_target {
+            self.lane_in = LANE_PROBE_EVERY;
+            lane
+        } else {
+            0
+        }
+    }
+
+    fn update_limit(&mut self, sample: &WindowSample) -> usize {
         // Seconds the limit in force had been in force when this window began.
         let since_change = self.since_change;
         self.since_change += sample.window.as_secs_f64();
@@ -336,6 +414,14 @@ impl GradientLimit {
         if lagged && !large {
             return self.limit();
         }
+        if sample.lane > 0 && !large {
+            // Non-critical requests stopped short of the limit: no queue of theirs to
+            // judge a small deviation by (see `lane`).
+            return self.limit();
+        }
+        // In flight at most during a window with the lane: what non-critical requests
+        // could take (criticals in the lane are few), so a cut is not underdone.
+        let bound = self.limit - sample.lane as f64;
         let n = sample.samples as f64;
         self.pending.0 += n;
         self.pending.1 += n * rtt;
@@ -376,14 +462,16 @@ impl GradientLimit {
         let throughput = sample.samples as f64 / window.max(1e-9);
         let recent = window > 0.0 && (rtt - since_change) / window > DIP_LAG;
         let capacity = if recent {
-            (self.limit / ratio).max((throughput * baseline).min(self.limit))
+            (bound / ratio).max((throughput * baseline).min(bound))
         } else {
-            self.limit / ratio
+            bound / ratio
         };
         let queue = self.limit - capacity;
         let grow = (self.limit.sqrt() * HEADROOM_SQRT_SHARE).max(target);
         let headroom = if queue >= target {
             self.growing = 0;
+            // A hold, not a back-off from a cut.
+            self.at_target = !large;
             target
         } else {
             // Decision after decision without a queue: the steps grow (1, 2, 3, ... times
@@ -504,6 +592,14 @@ impl Limiter {
         match self {
             Limiter::Fixed(_) => false,
             Limiter::Gradient(gradient) => gradient.is_probing(),
+        }
+    }
+
+    /// Slots of the limit only critical requests may take (see [`GradientLimit::lane`]).
+    pub fn lane(&self) -> usize {
+        match self {
+            Limiter::Fixed(_) => 0,
+            Limiter::Gradient(gradient) => gradient.lane(),
         }
     }
 

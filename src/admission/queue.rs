@@ -211,6 +211,14 @@ impl<T> PriorityQueue<T> {
         }
     }
 
+    /// The priority of the waiter [`PriorityQueue::pop`] would return.
+    pub fn top_priority(&self) -> Option<Priority> {
+        Priority::ALL
+            .into_iter()
+            .filter(|p| self.levels[p.index()].len > 0)
+            .max()
+    }
+
     /// The next waiter to serve: highest priority, keys in turn, FIFO per key.
     pub fn pop(&mut self) -> Option<Entry<T>> {
         let e = self.levels.iter_mut().rev().find_map(Level::pop)?;

@@ -200,6 +200,7 @@ fn classes(shared: &Shared, snap: &StatsSnapshot) -> Value {
                     "max": cfg.max_concurrent,
                     "adaptive": cfg.adaptive && cfg.min_concurrent < cfg.max_concurrent,
                     "baseline_rtt_ms": gate.baseline_rtt().map(|d| ms(d.as_secs_f64())),
+                    "critical_lane": gate.lane(),
                 },
                 "utilization": active as f64 / limit.max(1) as f64,
                 "queued": per_priority(|p| json!(queued[p.index()])),

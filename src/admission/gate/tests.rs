@@ -347,3 +347,35 @@ async fn the_drain_rate_survives_a_quiet_spell_and_decays_only_when_the_app_stal
     let _held = g.admit(Normal, 0, later(100_000)).await.expect("slot");
     assert!((window(0) - 28.0).abs() < 1e-9);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_critical_lane_is_for_critical_requests_only() {
+    // Limit 3 with a lane of 1: other requests stop at 2, a critical one takes the third
+    // slot at once, and a freed slot goes to a waiting request only when its priority
+    // may take it.
+    let g = gate(3, 10);
+    g.set_lane(1);
+    let log = Arc::new(StdMutex::new(Vec::new()));
+    let a = g.admit(Normal, 0, later(1_000)).await.expect("slot 1");
+    let b = g.admit(High, 0, later(1_000)).await.expect("slot 2");
+    let low = waiter(&g, Low, "low", &log);
+    settle().await;
+    assert_eq!(g.inflight(), 2, "the lane is not for a low request");
+    let crit = g.admit(Critical, 0, later(1_000)).await.expect("the lane");
+    assert_eq!(g.inflight(), 3);
+    // The critical request leaves: its slot is the lane's, not the low waiter's.
+    drop(crit);
+    settle().await;
+    assert!(log.lock().map(|l| l.is_empty()).unwrap_or(false));
+    assert_eq!(g.inflight(), 2);
+    // A non-critical one leaves: the low waiter gets its slot.
+    drop(a);
+    settle().await;
+    assert_eq!(*log.lock().expect("log"), vec!["low".to_string()]);
+    assert_eq!(g.inflight(), 2);
+    // With the lane closed, the limit is everyone's again.
+    g.set_lane(0);
+    let c = g.admit(Normal, 0, later(1_000)).await.expect("slot 3");
+    assert_eq!(g.inflight(), 3);
+    drop((b, c, low));
+}

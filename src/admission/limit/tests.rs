@@ -1,6 +1,8 @@
 //! Unit tests, and a discrete-event simulated app: `capacity` workers, FIFO queue inside
 //! the app, service times uniform in [0.5 T, 1.5 T] from a seeded generator, open-loop
 //! evenly spaced arrivals; the proxy admits while in-flight < limit and sheds the rest.
+//! Every `critical_every`-th arrival may be critical: critical ones are admitted up to the
+//! limit, the rest up to the limit less the limiter's critical lane.
 
 use super::*;
 use std::cmp::Reverse;
@@ -13,10 +15,17 @@ struct Sim {
     /// Arrivals per second.
     rate: f64,
     next_arrival: f64,
-    /// (finish, admitted) of requests in service.
-    busy: BinaryHeap<Reverse<(u64, u64)>>,
-    /// Admission times of requests queued inside the app.
-    queue: VecDeque<u64>,
+    /// (finish, admitted, critical) of requests in service.
+    busy: BinaryHeap<Reverse<(u64, u64, bool)>>,
+    /// Admission times of requests queued inside the app, and whether critical.
+    queue: VecDeque<(u64, bool)>,
+    /// Every this many arrivals one is critical (0: none).
+    critical_every: u64,
+    arrivals: u64,
+    /// Critical requests admitted, and how many of them found a request that is not
+    /// critical queued in the app ahead of them.
+    critical_admitted: u64,
+    critical_behind: u64,
     rng: u64,
     /// Service times are uniform in [1 - spread, 1 + spread] × T.
     spread: f64,
@@ -43,6 +52,10 @@ impl Sim {
             queue: VecDeque::new(),
             rng: 0x9E37_79B9_7F4A_7C15,
             spread: 0.5,
+            critical_every: 0,
+            arrivals: 0,
+            critical_admitted: 0,
+            critical_behind: 0,
         };
         sim.set_load(load);
         sim
@@ -68,25 +81,27 @@ impl Sim {
 
     fn start_waiting(&mut self, at: u64) {
         while self.busy.len() < self.capacity {
-            let Some(admitted) = self.queue.pop_front() else {
+            let Some((admitted, critical)) = self.queue.pop_front() else {
                 break;
             };
             let finish = at + self.service();
-            self.busy.push(Reverse((finish, admitted)));
+            self.busy.push(Reverse((finish, admitted, critical)));
         }
     }
 
-    /// Runs one window of `len` with at most `limit` in flight.
-    fn run(&mut self, len: Duration, limit: usize) -> WindowSample {
+    /// Runs one window of `len` with at most `limit` in flight (`limit - lane` for
+    /// requests that are not critical).
+    fn run(&mut self, len: Duration, limit: usize, lane: usize) -> WindowSample {
         let end = self.now + len.as_nanos() as u64;
         let (mut samples, mut sum, mut min) = (0u64, 0u64, u64::MAX);
         let mut max_inflight = self.inflight();
+        let mut criticals = 0;
         loop {
-            let done = self.busy.peek().map(|Reverse((f, _))| *f);
+            let done = self.busy.peek().map(|Reverse((f, _, _))| *f);
             let arrival = self.next_arrival as u64;
             match done {
                 Some(finish) if finish <= arrival && finish <= end => {
-                    if let Some(Reverse((_, admitted))) = self.busy.pop() {
+                    if let Some(Reverse((_, admitted, _))) = self.busy.pop() {
                         let rtt = finish - admitted;
                         samples += 1;
                         sum += rtt;
@@ -96,8 +111,22 @@ impl Sim {
                 }
                 _ if arrival <= end => {
                     self.next_arrival += 1e9 / self.rate;
-                    if self.inflight() < limit {
-                        self.queue.push_back(arrival);
+                    self.arrivals += 1;
+                    let critical =
+                        self.critical_every > 0 && self.arrivals % self.critical_every == 0;
+                    criticals += u64::from(critical);
+                    let cap = if critical {
+                        limit
+                    } else {
+                        limit.saturating_sub(lane)
+                    };
+                    if self.inflight() < cap {
+                        if critical {
+                            self.critical_admitted += 1;
+                            let behind = self.queue.iter().any(|&(_, c)| !c);
+                            self.critical_behind += u64::from(behind);
+                        }
+                        self.queue.push_back((arrival, critical));
                         self.start_waiting(arrival);
                         max_inflight = max_inflight.max(self.inflight());
                     }
@@ -114,6 +143,8 @@ impl Sim {
             inflight_at_end: self.inflight(),
             dropped: 0,
             window: len,
+            lane,
+            critical: criticals,
         }
     }
 }
@@ -135,7 +166,7 @@ fn settings() -> LimitSettings {
 fn step(sim: &mut Sim, limiter: &mut GradientLimit, len: Duration) -> Window {
     let limit_before = limiter.limit();
     let probe = limiter.is_probing();
-    let sample = sim.run(len, limit_before);
+    let sample = sim.run(len, limit_before, limiter.lane());
     limiter.update(&sample);
     Window {
         sample,
@@ -605,6 +636,7 @@ fn window(samples: u64, rtt_ms: u64, max_inflight: usize) -> WindowSample {
         // Unknown length: these hand-made windows are not consistent with Little's law,
         // so the throughput test of slow start is skipped for them.
         window: Duration::ZERO,
+        ..WindowSample::default()
     }
 }
 
@@ -757,6 +789,7 @@ fn slow_start_ends_when_throughput_stalls_before_latency_shows_it() {
         inflight_at_end: max_inflight,
         dropped: 0,
         window: Duration::from_millis(100),
+        ..WindowSample::default()
     };
     let mut g = GradientLimit::new(LimitSettings { min: 2, max: 200 });
     assert_eq!(g.update(&measured(3, 52, 2)), 4);
@@ -796,6 +829,7 @@ fn slow_start_stops_at_capacity_in_windows_of_uneven_length() {
             inflight_at_end: max_inflight,
             dropped: 0,
             window: Duration::from_millis(window_ms),
+            ..WindowSample::default()
         }));
     }
     assert_eq!(&limits[..5], &[4, 8, 16, 32, 32], "the ramp");
@@ -820,6 +854,7 @@ fn a_fast_app_is_not_throttled_by_scheduling_noise() {
             inflight_at_end: l,
             dropped: 0,
             window: Duration::from_millis(100),
+            ..WindowSample::default()
         });
     }
     assert!(g.limit() >= 400, "limit {}", g.limit());
@@ -872,6 +907,7 @@ fn demand_falling_during_a_queue_is_not_taken_for_a_slower_app() {
         dropped: 0,
         // samples × rtt / window = concurrency
         window: Duration::from_secs_f64(samples as f64 * rtt_ms / 1e3 / conc),
+        ..WindowSample::default()
     };
     let mut windows = 0;
     while windows < 60 || g.is_probing() {
@@ -906,6 +942,7 @@ fn clients_that_stop_mid_window_do_not_pass_for_the_apps_capacity() {
         inflight_at_end: limit.min(64),
         dropped: 0,
         window: Duration::from_millis(100),
+        ..WindowSample::default()
     };
     for _ in 0..10 {
         let l = g.limit();
@@ -924,4 +961,95 @@ fn clients_that_stop_mid_window_do_not_pass_for_the_apps_capacity() {
         after >= 64,
         "limit fell to {after} when the clients stopped"
     );
+}
+
+/// 2x overload at C = 20, T = 50 ms, every 4th arrival critical, 100 windows of settling
+/// and 400 measured: the share of critical admissions that found a request that is not
+/// critical queued in the app ahead of them, the windows with the lane open, goodput,
+/// and the lowest and highest limit. `use_lane: false` ignores the lane (the proxy
+/// admits everyone up to the limit, and tells the limiter so).
+fn with_criticals(spread: f64, use_lane: bool) -> (f64, usize, f64, usize, usize) {
+    let service = Duration::from_millis(50);
+    let len = Duration::from_millis(100);
+    let mut sim = Sim::new(20, service, 2.0);
+    sim.spread = spread;
+    sim.critical_every = 4;
+    let mut limiter = GradientLimit::new(settings());
+    let (mut laned, mut done, mut lo, mut hi) = (0, 0, usize::MAX, 0);
+    for w in 0..500 {
+        if w == 100 {
+            (sim.critical_admitted, sim.critical_behind) = (0, 0);
+        }
+        let limit = limiter.limit();
+        let lane = if use_lane { limiter.lane() } else { 0 };
+        let sample = sim.run(len, limit, lane);
+        limiter.update(&sample);
+        if w >= 100 {
+            laned += usize::from(lane > 0);
+            done += sample.samples;
+            lo = lo.min(limit);
+            hi = hi.max(limit);
+        }
+    }
+    let possible = 400.0 * len.as_secs_f64() * 20.0 / service.as_secs_f64();
+    let behind = sim.critical_behind as f64 / sim.critical_admitted.max(1) as f64;
+    (behind, laned, done as f64 / possible, lo, hi)
+}
+
+#[test]
+fn the_critical_lane_keeps_critical_requests_out_of_the_apps_queue() {
+    for spread in [0.02, 0.5] {
+        let without = with_criticals(spread, false);
+        let with = with_criticals(spread, true);
+        eprintln!("spread {spread}: without the lane {without:?}, with it {with:?}");
+        // Without the lane a third of critical requests queue behind another; with it, a
+        // few, admitted during the probes and dips.
+        assert!(
+            with.0 <= 0.2 && with.0 <= 0.6 * without.0,
+            "{with:?} vs {without:?}"
+        );
+        assert!(with.1 >= 200, "lane open in {} of 400 windows", with.1);
+        assert!(with.2 >= 0.97, "goodput {with:?}");
+        assert!(with.3 + 2 >= 20, "limit {with:?}");
+    }
+}
+
+/// With critical requests arriving (and so the lane open whenever the limit settles),
+/// capacity changes are still followed: a cut at once (a large deviation), a rise at the
+/// next probe. Returns the windows until the limit was within [0.9, 1.3] × the new
+/// capacity.
+fn capacity_change_with_criticals(from: usize, to: usize) -> usize {
+    let service = Duration::from_millis(50);
+    let len = Duration::from_millis(100);
+    let mut sim = Sim::new(from, service, 2.0 * to.max(from) as f64 / from as f64);
+    sim.critical_every = 4;
+    let mut limiter = GradientLimit::new(settings());
+    let mut laned = 0;
+    for _ in 0..100 {
+        step(&mut sim, &mut limiter, len);
+        laned += usize::from(limiter.lane() > 0);
+    }
+    assert!(laned >= 40, "{from}: lane open in {laned} of 100 windows");
+    sim.capacity = to;
+    let (lo, hi) = (0.9 * to as f64, 1.3 * to as f64);
+    for w in 0..200 {
+        step(&mut sim, &mut limiter, len);
+        let l = limiter.limit() as f64;
+        if l >= lo && l <= hi {
+            eprintln!(
+                "{from}->{to} with criticals: in band after {} windows",
+                w + 1
+            );
+            return w + 1;
+        }
+    }
+    usize::MAX
+}
+
+#[test]
+fn with_the_critical_lane_open_capacity_changes_are_still_followed() {
+    assert!(capacity_change_with_criticals(60, 20) <= 5);
+    // The lane holds the limit until the next probe (every 16 windows), then it grows as
+    // it does without one (<= 15 windows).
+    assert!(capacity_change_with_criticals(20, 60) <= 35);
 }
