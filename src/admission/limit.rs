@@ -287,8 +287,10 @@ impl GradientLimit {
         let limit = self.update_limit(sample);
         let lane = self.next_lane(sample);
         if lane != self.lane {
-            // What non-critical requests may take changed: the next window shows the old.
+            // What non-critical requests may take changed: the next window shows the old,
+            // and what was pooled was at the other bound.
             self.since_change = 0.0;
+            self.pending = (0.0, 0.0, 0.0);
             self.lane = lane;
         }
         limit
@@ -415,9 +417,7 @@ impl GradientLimit {
             return self.limit();
         }
         if sample.lane > 0 && !large {
-            // Non-critical requests stopped short of the limit: no queue of theirs to
-            // judge a small deviation by (see `lane`).
-            return self.limit();
+            return self.lane_window(sample, rtt, baseline);
         }
         // In flight at most during a window with the lane: what non-critical requests
         // could take (criticals in the lane are few), so a cut is not underdone.
@@ -500,6 +500,29 @@ impl GradientLimit {
             self.dip_in = self.dip_in.max(DIP_SOON);
         }
         self.step_or_dip(next, capacity, smoothed, ceiling, rtt)
+    }
+
+    /// A window with the lane open and no large deviation. Non-critical requests stopped
+    /// at `limit - lane`: without a queue of theirs in the app, there is no telling
+    /// whether it could take more (that waits for the probe), but a queue of theirs that
+    /// shows all the same (pooled over enough completions, half a request or more) means
+    /// the limit is that much too high for the lane: it steps down by it.
+    fn lane_window(&mut self, sample: &WindowSample, rtt: f64, baseline: f64) -> usize {
+        let n = sample.samples as f64;
+        self.pending.0 += n;
+        self.pending.1 += n * rtt;
+        self.pending.2 += n * spread(sample);
+        if self.pending.0 < decide_samples(self.pending.2 / self.pending.0) {
+            return self.limit();
+        }
+        let ratio = self.pending.1 / self.pending.0 / baseline;
+        self.pending = (0.0, 0.0, 0.0);
+        let bound = (self.limit - sample.lane as f64).max(1.0);
+        let queued = bound - bound / ratio;
+        if queued >= 0.5 {
+            return self.set(self.limit - queued.round().max(1.0));
+        }
+        self.limit()
     }
 
     fn set(&mut self, limit: f64) -> usize {
