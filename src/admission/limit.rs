@@ -203,6 +203,9 @@ pub struct GradientLimit {
     /// The last window's decision found the target queue (the limit is where it should
     /// be): the lane may open.
     at_target: bool,
+    /// The last window ended with the limit (nearly) full: this window's completions were
+    /// admitted under pressure, so its throughput is the app's (see slow start).
+    pressed: bool,
 }
 
 impl GradientLimit {
@@ -234,6 +237,7 @@ impl GradientLimit {
             lane: 0,
             lane_in: 0,
             at_target: false,
+            pressed: true,
         }
     }
 
@@ -284,7 +288,9 @@ impl GradientLimit {
             return self.limit();
         }
         self.at_target = false;
+        let full = self.limit * slow_start::SLOW_START_BUSY;
         let limit = self.update_limit(sample);
+        self.pressed = sample.inflight_at_end as f64 >= full;
         let lane = self.next_lane(sample);
         if lane != self.lane {
             // What non-critical requests may take changed: the next window shows the old,

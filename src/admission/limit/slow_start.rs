@@ -28,7 +28,7 @@ const STALL_NOISE: f64 = 1.0;
 /// Throughput is judged only in a window that ended with at least this share of the
 /// limit in flight (see [`WindowSample::inflight_at_end`]). An app past its capacity
 /// keeps every slot busy; fewer at the end is demand that fell.
-const SLOW_START_BUSY: f64 = 0.75;
+pub(super) const SLOW_START_BUSY: f64 = 0.75;
 /// Throughput under this share of what a fitting ramp shows (and of the last judged
 /// window's) holds the limit for one more window before doubling.
 const SLOW_START_HOLD: f64 = 0.95;
@@ -65,7 +65,12 @@ impl GradientLimit {
         // end: a window in which the clients stopped (a load test's last moments) shows
         // low throughput at a high limit too, and once set the limit there.
         let busy = sample.inflight_at_end as f64 >= self.limit * SLOW_START_BUSY;
-        let measured = self.cold && sample.samples >= MIN_SAMPLES && window > 0.0 && busy;
+        // ... and from the start: after a quiet spell (the limit twice the quiet peak),
+        // the first window of a rush completes what the quiet admitted, and its
+        // throughput is the quiet's, not the app's (it would set the limit at half the
+        // capacity).
+        let pressed = busy && self.pressed;
+        let measured = self.cold && sample.samples >= MIN_SAMPLES && window > 0.0 && pressed;
         let throughput = n / window.max(1e-9);
         // Both sides of each comparison are noisy means of a few completions (the
         // window's, and the baseline's), as noisy as the app's latencies are spread.
@@ -121,10 +126,11 @@ impl GradientLimit {
                 self.cold_rtt.1 += n * rtt;
                 self.baseline = Some(self.cold_rtt.1 / self.cold_rtt.0);
             }
-            if window > 0.0 && !busy {
+            if window > 0.0 && !pressed {
                 // The clients did not fill the limit by the window's end (an
-                // application-limited flight, RFC 7661): a doubling would admit a burst
-                // the app was never tried with. Hold until demand presses again.
+                // application-limited flight, RFC 7661), or only just did: a doubling
+                // would admit a burst the app was never tried with. Hold until demand
+                // has pressed for a window.
                 return Some(self.limit());
             }
             return Some(self.set((self.limit * 2.0).min(ceiling)));
