@@ -511,8 +511,8 @@ impl GradientLimit {
     /// A window with the lane open and no large deviation. Non-critical requests stopped
     /// at `limit - lane`: without a queue of theirs in the app, there is no telling
     /// whether it could take more (that waits for the probe), but a queue of theirs that
-    /// shows all the same (pooled over enough completions, half a request or more) means
-    /// the limit is that much too high for the lane: it steps down by it.
+    /// shows all the same (pooled over enough completions, a request or more) means the
+    /// limit is that much too high for the lane: it steps down by it.
     fn lane_window(&mut self, sample: &WindowSample, rtt: f64, baseline: f64) -> usize {
         let n = sample.samples as f64;
         self.pending.0 += n;
@@ -524,9 +524,12 @@ impl GradientLimit {
         let ratio = self.pending.1 / self.pending.0 / baseline;
         self.pending = (0.0, 0.0, 0.0);
         let bound = (self.limit - sample.lane as f64).max(1.0);
+        // A critical request in the lane adds to everyone's latency too (it waits for a
+        // completion): under a request's worth is left alone, and the step is whole
+        // requests, rounded down, so a limit at capacity is not stepped under it.
         let queued = bound - bound / ratio;
-        if queued >= 0.5 {
-            return self.set(self.limit - queued.round().max(1.0));
+        if queued >= 1.0 {
+            return self.set(self.limit - queued.floor());
         }
         self.limit()
     }
