@@ -19,7 +19,7 @@ use super::stats::GateStats;
 use super::Rejection;
 use crate::config::ClassConfig;
 use crate::priority::Priority;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -40,8 +40,14 @@ const MAX_WINDOW: Duration = Duration::from_secs(1);
 
 struct State {
     queue: PriorityQueue<oneshot::Sender<Grant>>,
-    /// When the queue last went from empty to non-empty (None while empty).
+    /// When the queue's current busy spell began: it went from empty to non-empty, and
+    /// has not been empty for `codel_interval` since (None: no spell).
     nonempty_since: Option<Instant>,
+    /// When the queue last emptied (None while it holds waiters). A queue that empties
+    /// for a moment under steady overload (a sweep, a burst of completions) is still
+    /// standing: otherwise each moment would give the next `codel_interval` of arrivals
+    /// the full queue timeout and the whole drain rate, whatever their priority.
+    emptied: Option<Instant>,
 }
 
 /// Completions gathered for the limiter's next window (atomics; no lock per request).
@@ -70,11 +76,22 @@ pub struct Gate {
     /// critical lane).
     lane: AtomicUsize,
     queued: AtomicUsize,
+    /// Priorities (bit [`Priority::index`]) that were starved (see [`Gate::starved_now`])
+    /// at the last window close: they take the lock to look again before taking a free
+    /// slot.
+    starved: AtomicU8,
     state: Mutex<State>,
     limiter: Mutex<Control>,
     window: Window,
     /// Completions a second, smoothed (f64 bits).
     drain_rate: AtomicU64,
+    /// While the limiter dips under the app's capacity to re-measure its baseline, the
+    /// dipped limit over the limit before the dip (f64 bits; 1 otherwise): the drain
+    /// rate the next waiters can count on is that much lower for the dip's windows, and
+    /// a lower priority's share of it (what higher ones leave) falls by more.
+    drain_scale: AtomicU64,
+    /// The limit outside dips.
+    undipped: AtomicUsize,
     /// The limiter's no-queue latency of the app, in microseconds (0: unknown).
     baseline_us: AtomicU64,
     /// The limiter is still climbing (slow start or recovery): no standing-queue
@@ -97,9 +114,11 @@ impl Gate {
             limit: AtomicUsize::new(limit),
             lane: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
+            starved: AtomicU8::new(0),
             state: Mutex::new(State {
                 queue: PriorityQueue::new(config.queue_size),
                 nonempty_since: None,
+                emptied: None,
             }),
             limiter: Mutex::new(Control {
                 limiter,
@@ -110,6 +129,8 @@ impl Gate {
                 ..Window::default()
             },
             drain_rate: AtomicU64::new(0f64.to_bits()),
+            drain_scale: AtomicU64::new(1f64.to_bits()),
+            undipped: AtomicUsize::new(limit),
             baseline_us: AtomicU64::new(0),
             ramping: std::sync::atomic::AtomicBool::new(ramping),
             arrivals: Default::default(),
@@ -198,7 +219,8 @@ impl Gate {
         deadline: Instant,
     ) -> Result<Permit, Refused> {
         self.arrivals[priority.index()].fetch_add(1, Relaxed);
-        if self.queued.load(SeqCst) == 0 && self.try_acquire(priority) {
+        let starved = self.starved.load(Relaxed) & (1 << priority.index()) != 0;
+        if self.queued.load(SeqCst) == 0 && !starved && self.try_acquire(priority) {
             self.stats.admitted(priority, Duration::ZERO);
             return Ok(Permit::new(self.clone()));
         }
@@ -206,7 +228,10 @@ impl Gate {
         let (tx, mut rx) = oneshot::channel();
         let (ticket, displaced, deadline) = {
             let mut st = self.lock();
-            if st.queue.is_empty() && self.try_acquire(priority) {
+            if st.queue.is_empty()
+                && !self.starved_now(&st, priority, now)
+                && self.try_acquire(priority)
+            {
                 drop(st);
                 self.stats.admitted(priority, Duration::ZERO);
                 return Ok(Permit::new(self.clone()));
@@ -277,11 +302,16 @@ impl Gate {
         }
     }
 
+    /// The queue has stood for `codel_interval`: held waiters all along, or emptied for
+    /// less than that at a time (and the limit is not climbing).
     fn standing(&self, st: &State, now: Instant) -> bool {
         !self.ramping.load(Relaxed)
             && st.nonempty_since.is_some_and(|since| {
                 now.saturating_duration_since(since) >= self.config.codel_interval
             })
+            && st
+                .emptied
+                .is_none_or(|at| now.saturating_duration_since(at) < self.config.codel_interval)
     }
 
     /// The deadline a waiter actually gets: shorter once the queue is standing, except
@@ -297,11 +327,50 @@ impl Gate {
         deadline: Instant,
     ) -> Instant {
         if p != Priority::Critical && self.standing(st, now) {
-            let baseline = Duration::from_micros(self.baseline_us.load(Relaxed));
-            deadline.min(now + self.config.codel_target.max(baseline))
+            deadline.min(now + self.short_wait())
         } else {
             deadline
         }
+    }
+
+    /// The wait a standing queue gives non-critical waiters (see
+    /// [`Gate::effective_deadline`]).
+    fn short_wait(&self) -> Duration {
+        let baseline = Duration::from_micros(self.baseline_us.load(Relaxed));
+        self.config.codel_target.max(baseline)
+    }
+
+    /// In a standing queue, takes out the non-critical waiters that will not be served in
+    /// time, to be refused now rather than at their deadline. Those queued before the
+    /// queue stood (or while the limit climbed) hold the full queue timeout, which a
+    /// standing queue gives nobody: they get the short wait, counted from their own
+    /// arrival. Any of them whose place in line, at the rate left for its priority (see
+    /// [`Gate::predict`]), does not come before that runs out is taken. (CoDel drops at
+    /// the head what waited too long; in a priority queue the waits that will be too
+    /// long are at the back.) Critical waiters keep their full deadline, as on arrival.
+    fn sweep(&self, st: &mut State, now: Instant) -> Vec<Entry<oneshot::Sender<Grant>>> {
+        if st.queue.is_empty() || !self.standing(st, now) || self.drain_rate() <= 0.0 {
+            return Vec::new();
+        }
+        let short = self.short_wait();
+        let rates = Priority::ALL.map(|p| self.rate_for(st, p, now));
+        let taken = st.queue.take_unless(|place, e| {
+            let p = e.ticket.priority;
+            let by = e.enqueued + short;
+            if p == Priority::Critical || e.deadline <= by {
+                // Critical, or queued with the short wait already: its own deadline
+                // stands (the estimate is a mean; many a waiter it gives up on is
+                // served in time).
+                return true;
+            }
+            let rate = rates[p.index()];
+            rate > 0.0
+                && now + Duration::from_secs_f64(((place + 1) as f64 / rate).min(3600.0)) <= by
+        });
+        if !taken.is_empty() {
+            self.after_change(st, now);
+        }
+        taken
     }
 
     /// Arrivals a second at priority `p`, smoothed.
@@ -312,7 +381,7 @@ impl Gate {
     /// Completions a second that priority `p` can count on. While a queue stands, every
     /// higher priority's arrivals are served first, so `p` gets what they leave.
     fn rate_for(&self, st: &State, p: Priority, now: Instant) -> f64 {
-        let drain = self.drain_rate();
+        let drain = self.drain_rate() * f64::from_bits(self.drain_scale.load(Relaxed));
         if !self.standing(st, now) {
             return drain;
         }
@@ -324,10 +393,27 @@ impl Gate {
         drain - above
     }
 
+    /// Whether arrivals above `p` use up the drain rate before `p` gets any: in a
+    /// standing queue, the rate left for `p` does not serve one request within the
+    /// short wait. A slot
+    /// free for a moment then is not `p`'s to take (the next higher arrival needs it),
+    /// and `p` is refused on arrival (see [`Gate::predict`]). Without this, under
+    /// steady overload the lowest priority would take every slot that came free while
+    /// the queue happened to be empty, and a higher one would be refused for it.
+    fn starved_now(&self, st: &State, p: Priority, now: Instant) -> bool {
+        p != Priority::Critical
+            && self.drain_rate() > 0.0
+            && self.standing(st, now)
+            && self.rate_for(st, p, now) * self.short_wait().as_secs_f64() < 1.0
+    }
+
     /// Refuses at once a waiter that, at the rate left for its priority, cannot be
     /// served before its deadline: a refusal in microseconds instead of a timeout later.
     fn predict(&self, st: &State, p: Priority, now: Instant, deadline: Instant) -> Option<Refused> {
-        if self.drain_rate() <= 0.0 || st.queue.is_empty() || self.ramping.load(Relaxed) {
+        if self.drain_rate() <= 0.0 || self.ramping.load(Relaxed) {
+            return None;
+        }
+        if st.queue.is_empty() && !self.starved_now(st, p, now) {
             return None;
         }
         let ahead = st.queue.ahead_of(p);
@@ -337,7 +423,16 @@ impl Gate {
         } else {
             Duration::MAX
         };
-        (wait == Duration::MAX || now + wait > deadline).then(|| Refused {
+        // In a standing queue a lower priority's share is what the higher ones leave: a
+        // small change in the drain is a large one in it. A waiter the estimate only
+        // just fits is refused now rather than timed out at its deadline.
+        let budget = deadline.saturating_duration_since(now);
+        let budget = if p != Priority::Critical && self.standing(st, now) {
+            budget.mul_f64(PREDICT_SLACK)
+        } else {
+            budget
+        };
+        (wait == Duration::MAX || wait > budget).then(|| Refused {
             reason: Rejection::Shed,
             retry_after: self.retry_after(ahead),
         })
@@ -362,9 +457,14 @@ impl Gate {
     fn after_change(&self, st: &mut State, now: Instant) {
         self.queued.store(st.queue.len(), SeqCst);
         if st.queue.is_empty() {
-            st.nonempty_since = None;
-        } else if st.nonempty_since.is_none() {
-            st.nonempty_since = Some(now);
+            st.emptied.get_or_insert(now);
+        } else {
+            if let Some(at) = st.emptied.take() {
+                if now.saturating_duration_since(at) >= self.config.codel_interval {
+                    st.nonempty_since = None; // a new spell
+                }
+            }
+            st.nonempty_since.get_or_insert(now);
         }
     }
 
@@ -482,6 +582,13 @@ impl Gate {
         }
         let limit = ctl.limiter.update(&sample);
         let lane = ctl.limiter.lane();
+        let scale = if ctl.limiter.is_probing() {
+            (limit as f64 / self.undipped.load(Relaxed).max(1) as f64).min(1.0)
+        } else {
+            self.undipped.store(limit, Relaxed);
+            1.0
+        };
+        self.drain_scale.store(scale.to_bits(), Relaxed);
         self.ramping.store(ctl.limiter.ramping(), Relaxed);
         let baseline = ctl.limiter.baseline_rtt().unwrap_or_default();
         self.baseline_us.store(
@@ -502,11 +609,25 @@ impl Gate {
         drop(ctl);
         let before = self.limit.swap(limit, SeqCst);
         let lane_before = self.lane.swap(lane, SeqCst);
-        if (limit > before || lane < lane_before) && self.queued.load(SeqCst) > 0 {
+        let queued = self.queued.load(SeqCst) > 0;
+        if queued || self.starved.load(Relaxed) != 0 {
             let mut st = self.lock();
-            let leftovers = self.dispatch(&mut st, now);
+            let leftovers = if queued && (limit > before || lane < lane_before) {
+                self.dispatch(&mut st, now)
+            } else {
+                Vec::new()
+            };
+            let swept = self.sweep(&mut st, now);
+            let starved = Priority::ALL
+                .iter()
+                .filter(|&&p| self.starved_now(&st, p, now))
+                .fold(0u8, |bits, p| bits | 1 << p.index());
+            self.starved.store(starved, Relaxed);
             drop(st);
             finish(leftovers);
+            for e in swept {
+                let _ = e.value.send(Err(Rejection::Shed));
+            }
         }
     }
 }
@@ -545,6 +666,10 @@ impl Drop for WaitGuard<'_> {
         }
     }
 }
+
+/// In a standing queue a non-critical arrival queues only if the estimated wait takes at
+/// most this share of what it may wait (see [`Gate::predict`]).
+const PREDICT_SLACK: f64 = 0.9;
 
 /// A window that drained this many times the estimate replaces it outright.
 const DRAIN_JUMP: f64 = 1.5;

@@ -123,6 +123,11 @@ const LANE_MIN_LIMIT: usize = 4;
 /// small deviations) is only decided with the app's queue in view.
 const LANE_PROBE_EVERY: u8 = 16;
 
+/// Slow start that has held the limit this long (seconds of windows) is no longer
+/// ramping (see [`GradientLimit::ramping`]): five windows at the usual 100 ms, longer
+/// than a doubling takes to show.
+const RAMP_STILL: f64 = 0.5;
+
 /// Share of the gap to a decision's capacity estimate the smoothed one closes.
 const CAPACITY_GAIN: f64 = 0.5;
 
@@ -247,9 +252,12 @@ impl GradientLimit {
     }
 
     /// True while the limit is still climbing to what the app can take (slow start, or
-    /// the fast recovery after drops): a queue then says little about overload.
+    /// the fast recovery after drops): a queue then says little about overload. Slow
+    /// start that has not moved the limit for [`RAMP_STILL`] is not climbing: the
+    /// clients never filled it (hours of light traffic leave it at twice their peak),
+    /// and a queue that builds at that limit is overload like any other.
     pub fn ramping(&self) -> bool {
-        self.slow_start || self.recover_to.is_some()
+        (self.slow_start && self.since_change < RAMP_STILL) || self.recover_to.is_some()
     }
 
     /// What the controller believes the app's latency is without a queue.

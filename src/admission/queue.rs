@@ -9,7 +9,7 @@
 //! Otherwise the arrival is refused. Every operation is O(levels + waiters of one key).
 
 use crate::priority::Priority;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use tokio::time::Instant;
 
 /// Identifies a waiter so it can leave the queue (client gone, deadline passed).
@@ -97,6 +97,21 @@ impl<T> Level<T> {
             self.len -= 1;
         }
         e
+    }
+
+    /// Moves the waiters whose ids are in `ids` to `out`, the rest keeping their order.
+    fn take(&mut self, ids: &HashSet<u64>, out: &mut Vec<Entry<T>>) {
+        let before = out.len();
+        for q in self.by_key.values_mut() {
+            let (gone, kept): (VecDeque<_>, VecDeque<_>) =
+                q.drain(..).partition(|e| ids.contains(&e.ticket.id));
+            *q = kept;
+            out.extend(gone);
+        }
+        self.by_key.retain(|_, q| !q.is_empty());
+        let by_key = &self.by_key;
+        self.turns.retain(|k| by_key.contains_key(k));
+        self.len -= out.len() - before;
     }
 
     fn remove(&mut self, ticket: Ticket) -> Option<Entry<T>> {
@@ -232,6 +247,45 @@ impl<T> PriorityQueue<T> {
         self.len -= 1;
         Some(e)
     }
+
+    /// Takes out every waiter `keep` refuses, and returns them. `keep` sees each waiter
+    /// in the order [`PriorityQueue::pop`] would serve them, with its place in that
+    /// line: the waiters before it that were kept (0: served next). O(waiters).
+    pub fn take_unless(&mut self, mut keep: impl FnMut(usize, &Entry<T>) -> bool) -> Vec<Entry<T>> {
+        let mut place = 0;
+        let mut out: [HashSet<u64>; 5] = Default::default();
+        for (level, out) in self.levels.iter().zip(&mut out).rev() {
+            // Round-robin over keys, FIFO per key: round r serves each key's r-th waiter,
+            // keys in turn order. Keys run out one by one; each is dropped once it has.
+            let mut alive: Vec<&VecDeque<Entry<T>>> = level
+                .turns
+                .iter()
+                .filter_map(|k| level.by_key.get(k))
+                .collect();
+            let mut round = 0;
+            while !alive.is_empty() {
+                for q in &alive {
+                    if let Some(e) = q.get(round) {
+                        if keep(place, e) {
+                            place += 1;
+                        } else {
+                            out.insert(e.ticket.id);
+                        }
+                    }
+                }
+                round += 1;
+                alive.retain(|q| q.len() > round);
+            }
+        }
+        let mut taken = Vec::new();
+        for (level, ids) in self.levels.iter_mut().zip(&out) {
+            if !ids.is_empty() {
+                level.take(ids, &mut taken);
+            }
+        }
+        self.len -= taken.len();
+        taken
+    }
 }
 
 #[cfg(test)]
@@ -341,5 +395,51 @@ mod tests {
     fn zero_capacity_refuses_everything() {
         let mut q = q(0);
         assert_eq!(push(&mut q, Critical, 0, "c"), None);
+    }
+
+    #[test]
+    fn take_unless_sees_waiters_in_serving_order_and_takes_only_the_refused() {
+        let mut q = q(20);
+        push(&mut q, Normal, 1, "n1a");
+        push(&mut q, Normal, 1, "n1b");
+        push(&mut q, Normal, 1, "n1c");
+        push(&mut q, Normal, 2, "n2a");
+        push(&mut q, Critical, 0, "crit");
+        push(&mut q, Low, 0, "low");
+        push(&mut q, Normal, 3, "n3a");
+        push(&mut q, Normal, 3, "n3b");
+        let mut seen = vec![];
+        let taken = q.take_unless(|place, e| {
+            seen.push((place, e.value));
+            // Refuse key 3's first waiter and the low one.
+            !matches!(e.value, "n3a" | "low")
+        });
+        // Serving order is n1a n2a n3a n1b n3b n1c (keys in turn); places count the kept
+        // waiters ahead only, so n3a and n1b share place 3.
+        assert_eq!(
+            seen,
+            [
+                (0, "crit"),
+                (1, "n1a"),
+                (2, "n2a"),
+                (3, "n3a"),
+                (3, "n1b"),
+                (4, "n3b"),
+                (5, "n1c"),
+                (6, "low"),
+            ]
+        );
+        let mut taken: Vec<_> = taken.into_iter().map(|e| e.value).collect();
+        taken.sort_unstable();
+        assert_eq!(taken, ["low", "n3a"]);
+        assert_eq!(q.len(), 6);
+        assert_eq!(q.len_at(Low), 0);
+        // Key 3 keeps its turn: n3b is served where n3a would have been.
+        assert_eq!(drain(&mut q), ["crit", "n1a", "n2a", "n3b", "n1b", "n1c"]);
+        assert!(q.is_empty());
+        // Nothing refused: nothing taken, nothing moved.
+        push(&mut q, High, 0, "h");
+        assert!(q.take_unless(|_, _| true).is_empty());
+        assert_eq!(q.len(), 1);
     }
 }

@@ -182,7 +182,15 @@ async fn a_standing_queue_shortens_new_waits() {
 
 #[tokio::test(start_paused = true)]
 async fn arrivals_that_cannot_be_served_in_time_are_shed_at_once() {
-    let g = gate(1, 100);
+    // A queue that never counts as standing (the waiters keep their deadlines at the
+    // window close a second later): shedding on arrival alone.
+    let g = Gate::new(
+        ClassConfig {
+            codel_interval: Duration::from_secs(10),
+            ..class(1, 100)
+        },
+        Limiter::Fixed(1),
+    );
     let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
     let log = Arc::new(StdMutex::new(vec![]));
     let _w: Vec<_> = (0..10).map(|_| waiter(&g, Normal, "w", &log)).collect();
@@ -282,7 +290,8 @@ async fn in_a_standing_queue_a_priority_gets_only_what_higher_ones_leave() {
     let g = gate(1, 100);
     let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
     let log = Arc::new(StdMutex::new(vec![]));
-    let _w = waiter(&g, High, "w", &log);
+    // A critical waiter keeps the queue standing (it keeps its full deadline).
+    let _w = waiter(&g, Critical, "w", &log);
     settle().await;
     // 100 completions a second, and critical alone arrives at 100 a second.
     for _ in 0..20 {
@@ -305,7 +314,7 @@ async fn in_a_standing_queue_a_priority_gets_only_what_higher_ones_leave() {
     // Critical itself still queues.
     let crit = waiter(&g, Critical, "crit", &log);
     settle().await;
-    assert_eq!(g.queued_by_priority()[Critical.index()], 1);
+    assert_eq!(g.queued_by_priority()[Critical.index()], 2);
     crit.abort();
 }
 
@@ -378,4 +387,159 @@ async fn the_critical_lane_is_for_critical_requests_only() {
     let c = g.admit(Normal, 0, later(1_000)).await.expect("slot 3");
     assert_eq!(g.inflight(), 3);
     drop((b, c, low));
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_the_queue_stands_waiters_that_cannot_make_it_are_refused_at_once() {
+    let g = gate(1, 100);
+    let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    // Queued before the queue stood: the full 5 s deadline each.
+    let old: Vec<_> = ["old1", "old2", "old3"]
+        .into_iter()
+        .map(|l| waiter(&g, Low, l, &log))
+        .collect();
+    let crit = waiter(&g, Critical, "crit", &log);
+    settle().await;
+    tokio::time::advance(Duration::from_millis(92)).await;
+    let fresh: Vec<_> = ["f1", "f2", "f3", "f4", "f5", "f6", "f7"]
+        .into_iter()
+        .map(|l| waiter(&g, Normal, l, &log))
+        .collect();
+    settle().await;
+    tokio::time::advance(Duration::from_millis(18)).await;
+    // 110 ms: standing. 200 completions a second, nothing arriving above normal.
+    g.window.completions.store(22, Relaxed);
+    g.window.samples.store(22, Relaxed);
+    for a in &g.arrivals {
+        a.store(0, Relaxed);
+    }
+    g.end_window(Instant::now());
+    settle().await;
+    // The low waiters have waited 110 ms, past the short wait (50 ms) a standing queue
+    // gives: refused now, not at 5 s. Normal waiters that arrived at 92 ms have until
+    // 142 ms: places 1-5 behind the critical one are served by then at 200 a second
+    // (30 ms for the 6th in line), places 6 and 7 are not.
+    let mut refused = log.lock().unwrap().clone();
+    refused.sort_unstable();
+    assert_eq!(
+        refused,
+        ["f6:shed", "f7:shed", "old1:shed", "old2:shed", "old3:shed"]
+    );
+    assert_eq!(
+        g.queued_by_priority()[Critical.index()],
+        1,
+        "critical keeps its wait"
+    );
+    assert_eq!(g.queued_by_priority()[Normal.index()], 5);
+    assert_eq!(g.stats.rejected_count(Low, Rejection::Shed), 3);
+    assert_eq!(g.stats.rejected_count(Normal, Rejection::Shed), 2);
+    for t in old {
+        assert!(t.await.expect("task").is_err());
+    }
+    crit.abort();
+    for t in fresh {
+        t.abort();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_that_empties_for_a_moment_is_still_standing() {
+    let g = gate(1, 10);
+    let held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let first = waiter(&g, Normal, "first", &log);
+    settle().await;
+    tokio::time::advance(Duration::from_millis(150)).await; // standing
+    drop(held); // "first" takes the slot: the queue is empty for a moment
+    settle().await;
+    let _slot = first.await.expect("task").expect("admitted");
+    tokio::time::advance(Duration::from_millis(10)).await;
+    // Still the same spell: the short wait, not 5 s.
+    let start = Instant::now();
+    let r = g
+        .admit(Normal, 0, later(5_000))
+        .await
+        .expect_err("short wait");
+    assert_eq!(r.reason, Rejection::QueueTimeout);
+    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    // Empty for a whole codel_interval: the spell is over, the full deadline again.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    let r = g.admit(Normal, 0, later(400)).await.expect_err("times out");
+    assert_eq!(r.reason, Rejection::QueueTimeout);
+    assert_eq!(start.elapsed(), Duration::from_millis(400));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_free_for_a_moment_is_not_for_a_priority_the_higher_ones_starve() {
+    let g = gate(1, 100);
+    let held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let w = waiter(&g, Critical, "w", &log);
+    settle().await;
+    // 100 completions a second, and critical alone arrives at 100 a second.
+    for _ in 0..20 {
+        g.arrivals[Critical.index()].store(10, Relaxed);
+        g.window.completions.store(10, Relaxed);
+        g.window.samples.store(10, Relaxed);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        g.end_window(Instant::now());
+    }
+    drop(held);
+    let critical_slot = w.await.expect("task").expect("admitted");
+    drop(critical_slot);
+    // A free slot and an empty queue, but the queue stood a moment ago and critical
+    // arrivals take every completion: a low arrival is refused at once, not let in.
+    assert_eq!(g.inflight(), 0);
+    let start = Instant::now();
+    let r = g.admit(Low, 0, later(5_000)).await.expect_err("starved");
+    assert_eq!(r.reason, Rejection::Shed);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    let _c = g
+        .admit(Critical, 0, later(5_000))
+        .await
+        .expect("critical takes it");
+    // Once the queue has stayed empty for a while, anyone may take a free slot again.
+    drop(_c);
+    tokio::time::advance(Duration::from_millis(150)).await;
+    g.window.samples.store(10, Relaxed);
+    g.end_window(Instant::now());
+    let _l = g
+        .admit(Low, 0, later(5_000))
+        .await
+        .expect("no longer starved");
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_a_standing_queue_a_wait_that_only_just_fits_is_refused_at_once() {
+    let g = gate(1, 100);
+    let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let ahead: Vec<_> = ["c1", "c2", "c3"]
+        .into_iter()
+        .map(|l| waiter(&g, Critical, l, &log))
+        .collect();
+    settle().await;
+    tokio::time::advance(Duration::from_millis(150)).await; // standing
+    g.window.completions.store(15, Relaxed); // 100 a second
+    g.window.samples.store(15, Relaxed);
+    for a in &g.arrivals {
+        a.store(0, Relaxed);
+    }
+    g.end_window(Instant::now());
+    assert!((g.drain_rate() - 100.0).abs() < 1e-9);
+    // Three ahead: served in 40 ms of the 50 ms a standing queue allows. It queues.
+    let fits = waiter(&g, Normal, "fits", &log);
+    settle().await;
+    assert_eq!(g.queued_by_priority()[Normal.index()], 1);
+    // Four ahead: 50 ms, all of it. Refused now, not timed out at 50 ms.
+    let start = Instant::now();
+    let r = g.admit(Normal, 0, later(5_000)).await.expect_err("shed");
+    assert_eq!(r.reason, Rejection::Shed);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    fits.abort();
+    for t in ahead {
+        t.abort();
+    }
 }

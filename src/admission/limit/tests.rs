@@ -1093,3 +1093,47 @@ fn a_rush_after_a_quiet_spell_does_not_take_the_quiet_for_the_apps_capacity() {
     );
     assert!(limits[limits.len() - 1] <= 16, "{limits:?}");
 }
+
+#[test]
+fn slow_start_held_by_light_traffic_is_not_ramping() {
+    // 10 ms per request; windows of 100 ms whose completions match what was in flight.
+    let busy = |inflight: usize| WindowSample {
+        samples: inflight as u64 * 10,
+        rtt_avg: Duration::from_millis(10),
+        rtt_min: Duration::from_millis(9),
+        max_inflight: inflight,
+        inflight_at_end: inflight,
+        window: Duration::from_millis(100),
+        ..WindowSample::default()
+    };
+    let mut g = GradientLimit::new(settings());
+    for _ in 0..3 {
+        let l = g.limit();
+        g.update(&busy(l));
+        assert!(g.ramping(), "doubling at {l}");
+    }
+    let limit = g.limit();
+    assert!(limit > 4, "{limit}");
+    // Light traffic: the limit holds, and after half a second slow start is not
+    // climbing any more (a queue at this limit is overload, not a ramp).
+    let light = WindowSample {
+        inflight_at_end: 1,
+        ..busy(limit / 2)
+    };
+    let mut ramping = vec![];
+    for _ in 0..8 {
+        g.update(&light);
+        ramping.push(g.ramping());
+    }
+    assert_eq!(g.limit(), limit);
+    assert!(g.in_slow_start());
+    assert_eq!(
+        ramping,
+        [true, true, true, true, false, false, false, false]
+    );
+    // Demand fills the limit at the app's speed: slow start climbs again.
+    g.update(&busy(limit));
+    g.update(&busy(limit));
+    assert!(g.limit() > limit, "{}", g.limit());
+    assert!(g.ramping());
+}
