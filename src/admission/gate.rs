@@ -395,11 +395,11 @@ impl Gate {
 
     /// Whether arrivals above `p` use up the drain rate before `p` gets any: in a
     /// standing queue, the rate left for `p` does not serve one request within the
-    /// short wait. A slot
-    /// free for a moment then is not `p`'s to take (the next higher arrival needs it),
-    /// and `p` is refused on arrival (see [`Gate::predict`]). Without this, under
-    /// steady overload the lowest priority would take every slot that came free while
-    /// the queue happened to be empty, and a higher one would be refused for it.
+    /// short wait. A slot free for a moment then is not `p`'s to take (the next higher
+    /// arrival needs it), and `p` is refused on arrival (see [`Gate::predict`]).
+    /// Without this, under steady overload the lowest priority would take every slot
+    /// that came free while the queue happened to be empty, and a higher one would be
+    /// refused for it.
     fn starved_now(&self, st: &State, p: Priority, now: Instant) -> bool {
         p != Priority::Critical
             && self.drain_rate() > 0.0
