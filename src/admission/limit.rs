@@ -211,6 +211,9 @@ pub struct GradientLimit {
     /// The last window ended with the limit (nearly) full: this window's completions were
     /// admitted under pressure, so its throughput is the app's (see slow start).
     pressed: bool,
+    /// Seconds of windows since the limit last changed in which traffic came but did not
+    /// fill the limit (see [`GradientLimit::ramping`]).
+    light: f64,
 }
 
 impl GradientLimit {
@@ -243,6 +246,7 @@ impl GradientLimit {
             lane_in: 0,
             at_target: false,
             pressed: true,
+            light: 0.0,
         }
     }
 
@@ -253,11 +257,13 @@ impl GradientLimit {
 
     /// True while the limit is still climbing to what the app can take (slow start, or
     /// the fast recovery after drops): a queue then says little about overload. Slow
-    /// start that has not moved the limit for [`RAMP_STILL`] is not climbing: the
-    /// clients never filled it (hours of light traffic leave it at twice their peak),
-    /// and a queue that builds at that limit is overload like any other.
+    /// start that light traffic has held at its limit for [`RAMP_STILL`] is not
+    /// climbing: the clients never filled it (hours of light traffic leave it at twice
+    /// their peak), and a queue that builds at that limit is overload like any other.
+    /// (Windows without traffic do not count: before the first request, slow start has
+    /// everything still to climb.)
     pub fn ramping(&self) -> bool {
-        (self.slow_start && self.since_change < RAMP_STILL) || self.recover_to.is_some()
+        (self.slow_start && self.light < RAMP_STILL) || self.recover_to.is_some()
     }
 
     /// What the controller believes the app's latency is without a queue.
@@ -297,7 +303,14 @@ impl GradientLimit {
         }
         self.at_target = false;
         let full = self.limit * slow_start::SLOW_START_BUSY;
+        let before = self.limit();
         let limit = self.update_limit(sample);
+        let traffic = sample.samples >= MIN_SAMPLES.min(before as u64).max(1);
+        if limit != before {
+            self.light = 0.0;
+        } else if traffic && (sample.inflight_at_end as f64) < full {
+            self.light += sample.window.as_secs_f64();
+        }
         self.pressed = sample.inflight_at_end as f64 >= full;
         let lane = self.next_lane(sample);
         if lane != self.lane {

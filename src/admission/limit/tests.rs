@@ -1107,13 +1107,24 @@ fn slow_start_held_by_light_traffic_is_not_ramping() {
         ..WindowSample::default()
     };
     let mut g = GradientLimit::new(settings());
-    for _ in 0..3 {
+    // Seconds without traffic before the first request: still everything to climb.
+    for _ in 0..5 {
+        g.update(&WindowSample {
+            window: Duration::from_secs(1),
+            ..WindowSample::default()
+        });
+    }
+    assert!(g.ramping());
+    for _ in 0..6 {
         let l = g.limit();
         g.update(&busy(l));
         assert!(g.ramping(), "doubling at {l}");
+        if g.limit() > 8 {
+            break;
+        }
     }
     let limit = g.limit();
-    assert!(limit > 4, "{limit}");
+    assert!(limit > 8, "{limit}");
     // Light traffic: the limit holds, and after half a second slow start is not
     // climbing any more (a queue at this limit is overload, not a ramp).
     let light = WindowSample {
