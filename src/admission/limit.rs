@@ -123,10 +123,10 @@ const LANE_MIN_LIMIT: usize = 4;
 /// small deviations) is only decided with the app's queue in view.
 const LANE_PROBE_EVERY: u8 = 16;
 
-/// Slow start that has held the limit this long (seconds of windows) is no longer
-/// ramping (see [`GradientLimit::ramping`]): five windows at the usual 100 ms, longer
-/// than a doubling takes to show.
-const RAMP_STILL: f64 = 0.5;
+/// Slow start that light traffic has held this long (milliseconds of windows) is no
+/// longer ramping (see [`GradientLimit::ramping`]): five windows at the usual 100 ms,
+/// longer than a doubling takes to show.
+const RAMP_STILL_MS: u16 = 500;
 
 /// Share of the gap to a decision's capacity estimate the smoothed one closes.
 const CAPACITY_GAIN: f64 = 0.5;
@@ -211,9 +211,10 @@ pub struct GradientLimit {
     /// The last window ended with the limit (nearly) full: this window's completions were
     /// admitted under pressure, so its throughput is the app's (see slow start).
     pressed: bool,
-    /// Seconds of windows since the limit last changed in which traffic came but did not
-    /// fill the limit (see [`GradientLimit::ramping`]).
-    light: f64,
+    /// Milliseconds of windows since the limit last changed in which traffic came but did
+    /// not fill the limit (see [`GradientLimit::ramping`]; saturating, and small so that
+    /// the limiter stays small).
+    light_ms: u16,
 }
 
 impl GradientLimit {
@@ -246,7 +247,7 @@ impl GradientLimit {
             lane_in: 0,
             at_target: false,
             pressed: true,
-            light: 0.0,
+            light_ms: 0,
         }
     }
 
@@ -257,13 +258,13 @@ impl GradientLimit {
 
     /// True while the limit is still climbing to what the app can take (slow start, or
     /// the fast recovery after drops): a queue then says little about overload. Slow
-    /// start that light traffic has held at its limit for [`RAMP_STILL`] is not
+    /// start that light traffic has held at its limit for [`RAMP_STILL_MS`] is not
     /// climbing: the clients never filled it (hours of light traffic leave it at twice
     /// their peak), and a queue that builds at that limit is overload like any other.
     /// (Windows without traffic do not count: before the first request, slow start has
     /// everything still to climb.)
     pub fn ramping(&self) -> bool {
-        (self.slow_start && self.light < RAMP_STILL) || self.recover_to.is_some()
+        (self.slow_start && self.light_ms < RAMP_STILL_MS) || self.recover_to.is_some()
     }
 
     /// What the controller believes the app's latency is without a queue.
@@ -307,9 +308,10 @@ impl GradientLimit {
         let limit = self.update_limit(sample);
         let traffic = sample.samples >= MIN_SAMPLES.min(before as u64).max(1);
         if limit != before {
-            self.light = 0.0;
+            self.light_ms = 0;
         } else if traffic && (sample.inflight_at_end as f64) < full {
-            self.light += sample.window.as_secs_f64();
+            let ms = u16::try_from(sample.window.as_millis()).unwrap_or(u16::MAX);
+            self.light_ms = self.light_ms.saturating_add(ms);
         }
         self.pressed = sample.inflight_at_end as f64 >= full;
         let lane = self.next_lane(sample);
