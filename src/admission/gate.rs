@@ -188,11 +188,25 @@ impl Gate {
 
     /// Takes a slot for a request at `p` if one is free for it: critical requests up to
     /// the limit, the rest up to the limit less the critical lane.
-    fn try_acquire(&self, p: Priority) -> bool {
-        let mut limit = self.limit.load(SeqCst);
-        if p != Priority::Critical {
-            limit = limit.saturating_sub(self.lane.load(SeqCst)).max(1);
+    /// The slots priority `p` may fill: the limit, less the critical lane for the rest.
+    fn cap_for(&self, p: Priority) -> usize {
+        let limit = self.limit.load(SeqCst);
+        if p == Priority::Critical {
+            limit
+        } else {
+            limit.saturating_sub(self.lane.load(SeqCst)).max(1)
         }
+    }
+
+    /// Completions that free no slot for `p`: in flight above what `p` may fill, after
+    /// the limit fell (slow start leaving at the step into overload, a cut) or while
+    /// critical requests hold the lane.
+    fn excess_for(&self, p: Priority) -> usize {
+        self.inflight.load(SeqCst).saturating_sub(self.cap_for(p))
+    }
+
+    fn try_acquire(&self, p: Priority) -> bool {
+        let limit = self.cap_for(p);
         let mut cur = self.inflight.load(SeqCst);
         loop {
             if cur >= limit {
@@ -291,6 +305,17 @@ impl Gate {
             Ok(permit) => Ok(permit),
             Err(reason) => {
                 let retry = self.retry_after(self.queued.load(Relaxed));
+                if reason == Rejection::QueueTimeout {
+                    tracing::debug!(
+                        class = %self.config.name,
+                        priority = %priority,
+                        waited_ms = now.elapsed().as_secs_f64() * 1e3,
+                        queued = self.queued.load(Relaxed),
+                        inflight = self.inflight(),
+                        limit = self.limit(),
+                        "queue timeout"
+                    );
+                }
                 if reason != Rejection::Displaced {
                     self.stats.rejected(priority, reason);
                 }
@@ -354,6 +379,7 @@ impl Gate {
         }
         let short = self.short_wait();
         let rates = Priority::ALL.map(|p| self.rate_for(st, p, now));
+        let excess = Priority::ALL.map(|p| self.excess_for(p));
         let taken = st.queue.take_unless(|place, e| {
             let p = e.ticket.priority;
             let by = e.enqueued + short;
@@ -364,8 +390,8 @@ impl Gate {
                 return true;
             }
             let rate = rates[p.index()];
-            rate > 0.0
-                && now + Duration::from_secs_f64(((place + 1) as f64 / rate).min(3600.0)) <= by
+            let needed = place + 1 + excess[p.index()];
+            rate > 0.0 && now + Duration::from_secs_f64((needed as f64 / rate).min(3600.0)) <= by
         });
         if !taken.is_empty() {
             self.after_change(st, now);
@@ -409,6 +435,8 @@ impl Gate {
 
     /// Refuses at once a waiter that, at the rate left for its priority, cannot be
     /// served before its deadline: a refusal in microseconds instead of a timeout later.
+    /// Before the waiters ahead of it, any completions that free no slot for it (see
+    /// [`Gate::excess_for`]) must come too.
     fn predict(&self, st: &State, p: Priority, now: Instant, deadline: Instant) -> Option<Refused> {
         if self.drain_rate() <= 0.0 || self.ramping.load(Relaxed) {
             return None;
@@ -418,8 +446,9 @@ impl Gate {
         }
         let ahead = st.queue.ahead_of(p);
         let rate = self.rate_for(st, p, now);
+        let needed = ahead + 1 + self.excess_for(p);
         let wait = if rate > 0.0 {
-            Duration::from_secs_f64(((ahead + 1) as f64 / rate).min(3600.0))
+            Duration::from_secs_f64((needed as f64 / rate).min(3600.0))
         } else {
             Duration::MAX
         };
