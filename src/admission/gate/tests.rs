@@ -543,3 +543,28 @@ async fn in_a_standing_queue_a_wait_that_only_just_fits_is_refused_at_once() {
         t.abort();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_estimate_counts_completions_that_free_no_slot() {
+    let g = gate(2, 10);
+    let _a = g.admit(Normal, 0, later(10_000)).await.expect("slot 1");
+    let _b = g.admit(Normal, 0, later(10_000)).await.expect("slot 2");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let crit = waiter(&g, Critical, "crit", &log);
+    settle().await;
+    g.drain_rate.store(100f64.to_bits(), Relaxed);
+    // 100 completions a second and one critical waiter ahead: 20 ms for a normal arrival.
+    // But the limit has just fallen to 1 with 2 in flight: the next completion frees no
+    // slot, so it is 30 ms, past a 25 ms deadline.
+    g.limit.store(1, SeqCst);
+    let r = g.admit(Normal, 0, later(25)).await.expect_err("shed");
+    assert_eq!(r.reason, Rejection::Shed);
+    // At the limit in force again, the same arrival fits.
+    g.limit.store(2, SeqCst);
+    let g2 = g.clone();
+    let fits = tokio::spawn(async move { g2.admit(Normal, 0, later(25)).await });
+    settle().await;
+    assert_eq!(g.queued_by_priority()[Normal.index()], 1);
+    fits.abort();
+    crit.abort();
+}
