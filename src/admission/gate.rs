@@ -389,9 +389,8 @@ impl Gate {
                 // served in time).
                 return true;
             }
-            let rate = rates[p.index()];
             let needed = place + 1 + excess[p.index()];
-            rate > 0.0 && now + Duration::from_secs_f64((needed as f64 / rate).min(3600.0)) <= by
+            estimated_wait(needed, rates[p.index()]) <= by.saturating_duration_since(now)
         });
         if !taken.is_empty() {
             self.after_change(st, now);
@@ -446,12 +445,7 @@ impl Gate {
         }
         let ahead = st.queue.ahead_of(p);
         let rate = self.rate_for(st, p, now);
-        let needed = ahead + 1 + self.excess_for(p);
-        let wait = if rate > 0.0 {
-            Duration::from_secs_f64((needed as f64 / rate).min(3600.0))
-        } else {
-            Duration::MAX
-        };
+        let wait = estimated_wait(ahead + 1 + self.excess_for(p), rate);
         // In a standing queue a lower priority's share is what the higher ones leave: a
         // small change in the drain is a large one in it. A waiter the estimate only
         // just fits is refused now rather than timed out at its deadline.
@@ -461,7 +455,7 @@ impl Gate {
         } else {
             budget
         };
-        (wait == Duration::MAX || wait > budget).then(|| Refused {
+        (wait > budget).then(|| Refused {
             reason: Rejection::Shed,
             retry_after: self.retry_after(ahead),
         })
@@ -658,6 +652,16 @@ impl Gate {
                 let _ = e.value.send(Err(Rejection::Shed));
             }
         }
+    }
+}
+
+/// How long `needed` completions take at `rate` a second (`Duration::MAX` when the rate
+/// leaves nothing).
+fn estimated_wait(needed: usize, rate: f64) -> Duration {
+    if rate > 0.0 {
+        Duration::from_secs_f64((needed as f64 / rate).min(3600.0))
+    } else {
+        Duration::MAX
     }
 }
 

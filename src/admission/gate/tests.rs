@@ -294,13 +294,7 @@ async fn in_a_standing_queue_a_priority_gets_only_what_higher_ones_leave() {
     let _w = waiter(&g, Critical, "w", &log);
     settle().await;
     // 100 completions a second, and critical alone arrives at 100 a second.
-    for _ in 0..20 {
-        g.arrivals[Critical.index()].store(10, Relaxed);
-        g.window.completions.store(10, Relaxed);
-        g.window.samples.store(10, Relaxed);
-        tokio::time::advance(Duration::from_millis(100)).await;
-        g.end_window(Instant::now());
-    }
+    critical_takes_the_drain(&g).await;
     assert!(
         g.arrival_rate(Critical) > 95.0,
         "{}",
@@ -316,6 +310,28 @@ async fn in_a_standing_queue_a_priority_gets_only_what_higher_ones_leave() {
     settle().await;
     assert_eq!(g.queued_by_priority()[Critical.index()], 2);
     crit.abort();
+}
+
+/// Closes the window now with `completions` in it and no arrivals.
+fn close_window(g: &Arc<Gate>, completions: u64) {
+    g.window.completions.store(completions, Relaxed);
+    g.window.samples.store(completions, Relaxed);
+    for a in &g.arrivals {
+        a.store(0, Relaxed);
+    }
+    g.end_window(Instant::now());
+}
+
+/// Twenty 100 ms windows of 10 completions and 10 critical arrivals each: critical
+/// arrives as fast as the class drains.
+async fn critical_takes_the_drain(g: &Arc<Gate>) {
+    for _ in 0..20 {
+        g.arrivals[Critical.index()].store(10, Relaxed);
+        g.window.completions.store(10, Relaxed);
+        g.window.samples.store(10, Relaxed);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        g.end_window(Instant::now());
+    }
 }
 
 /// Closes a one-second window holding `completions` and returns the drain rate then.
@@ -409,12 +425,7 @@ async fn once_the_queue_stands_waiters_that_cannot_make_it_are_refused_at_once()
     settle().await;
     tokio::time::advance(Duration::from_millis(18)).await;
     // 110 ms: standing. 200 completions a second, nothing arriving above normal.
-    g.window.completions.store(22, Relaxed);
-    g.window.samples.store(22, Relaxed);
-    for a in &g.arrivals {
-        a.store(0, Relaxed);
-    }
-    g.end_window(Instant::now());
+    close_window(&g, 22);
     settle().await;
     // The low waiters have waited 110 ms, past the short wait (50 ms) a standing queue
     // gives: refused now, not at 5 s. Normal waiters that arrived at 92 ms have until
@@ -479,13 +490,7 @@ async fn a_slot_free_for_a_moment_is_not_for_a_priority_the_higher_ones_starve()
     let w = waiter(&g, Critical, "w", &log);
     settle().await;
     // 100 completions a second, and critical alone arrives at 100 a second.
-    for _ in 0..20 {
-        g.arrivals[Critical.index()].store(10, Relaxed);
-        g.window.completions.store(10, Relaxed);
-        g.window.samples.store(10, Relaxed);
-        tokio::time::advance(Duration::from_millis(100)).await;
-        g.end_window(Instant::now());
-    }
+    critical_takes_the_drain(&g).await;
     drop(held);
     let critical_slot = w.await.expect("task").expect("admitted");
     drop(critical_slot);
@@ -522,12 +527,7 @@ async fn in_a_standing_queue_a_wait_that_only_just_fits_is_refused_at_once() {
         .collect();
     settle().await;
     tokio::time::advance(Duration::from_millis(150)).await; // standing
-    g.window.completions.store(15, Relaxed); // 100 a second
-    g.window.samples.store(15, Relaxed);
-    for a in &g.arrivals {
-        a.store(0, Relaxed);
-    }
-    g.end_window(Instant::now());
+    close_window(&g, 15); // 100 a second
     assert!((g.drain_rate() - 100.0).abs() < 1e-9);
     // Three ahead: served in 40 ms of the 50 ms a standing queue allows. It queues.
     let fits = waiter(&g, Normal, "fits", &log);
