@@ -48,6 +48,9 @@ struct State {
     /// standing: otherwise each moment would give the next `codel_interval` of arrivals
     /// the full queue timeout and the whole drain rate, whatever their priority.
     emptied: Option<Instant>,
+    /// When the queue last emptied during a spell that had stood: a new spell within
+    /// [`REENTRY_INTERVALS`] of it stands at once (see [`Gate::recalled`]).
+    stood: Option<Instant>,
 }
 
 /// Completions gathered for the limiter's next window (atomics; no lock per request).
@@ -119,6 +122,7 @@ impl Gate {
                 queue: PriorityQueue::new(config.queue_size),
                 nonempty_since: None,
                 emptied: None,
+                stood: None,
             }),
             limiter: Mutex::new(Control {
                 limiter,
@@ -250,7 +254,11 @@ impl Gate {
                 self.stats.admitted(priority, Duration::ZERO);
                 return Ok(Permit::new(self.clone()));
             }
-            let deadline = self.effective_deadline(&st, priority, now, deadline);
+            let deadline = if priority != Priority::Critical && self.recalled(&st, now) {
+                deadline.min(now + self.short_wait())
+            } else {
+                self.effective_deadline(&st, priority, now, deadline)
+            };
             if let Some(refused) = self.predict(&st, priority, now, deadline) {
                 drop(st);
                 return Err(self.refuse(priority, refused));
@@ -378,8 +386,12 @@ impl Gate {
             return Vec::new();
         }
         let short = self.short_wait();
-        let rates = Priority::ALL.map(|p| self.rate_for(st, p, now));
-        let excess = Priority::ALL.map(|p| self.excess_for(p));
+        // By `Priority::index`, which is not the order of `Priority::ALL`.
+        let (mut rates, mut excess) = ([0.0; 5], [0; 5]);
+        for p in Priority::ALL {
+            rates[p.index()] = self.rate_for(st, p, now);
+            excess[p.index()] = self.excess_for(p);
+        }
         let taken = st.queue.take_unless(|place, e| {
             let p = e.ticket.priority;
             let by = e.enqueued + short;
@@ -390,7 +402,21 @@ impl Gate {
                 return true;
             }
             let needed = place + 1 + excess[p.index()];
-            estimated_wait(needed, rates[p.index()]) <= by.saturating_duration_since(now)
+            let keep =
+                estimated_wait(needed, rates[p.index()]) <= by.saturating_duration_since(now);
+            if !keep {
+                tracing::debug!(
+                    class = %self.config.name,
+                    priority = %p,
+                    waited_ms = now.saturating_duration_since(e.enqueued).as_secs_f64() * 1e3,
+                    place,
+                    rate = rates[p.index()],
+                    excess = excess[p.index()],
+                    drain = self.drain_rate(),
+                    "swept"
+                );
+            }
+            keep
         });
         if !taken.is_empty() {
             self.after_change(st, now);
@@ -480,15 +506,40 @@ impl Gate {
     fn after_change(&self, st: &mut State, now: Instant) {
         self.queued.store(st.queue.len(), SeqCst);
         if st.queue.is_empty() {
+            if st.emptied.is_none() && self.standing(st, now) {
+                st.stood = Some(now);
+            }
             st.emptied.get_or_insert(now);
         } else {
+            let recalled = self.recalled(st, now);
             if let Some(at) = st.emptied.take() {
                 if now.saturating_duration_since(at) >= self.config.codel_interval {
-                    st.nonempty_since = None; // a new spell
+                    // A new spell; one soon after a standing one stands at once.
+                    st.nonempty_since = recalled
+                        .then(|| now.checked_sub(self.config.codel_interval))
+                        .flatten();
                 }
             }
             st.nonempty_since.get_or_insert(now);
         }
+    }
+
+    /// The queue is empty, its last spell is over, and one that stood ended less than
+    /// [`REENTRY_INTERVALS`] × `codel_interval` ago: the next waiter starts a spell
+    /// that stands at once. As CoDel re-enters its dropping state where it left off when
+    /// the queue builds again soon: under steady overload a queue often empties for a
+    /// little longer than the interval (at a priority whose arrivals about match its
+    /// share), and a spell that started afresh each time would give its first interval
+    /// of arrivals the full queue timeout, to be refused late by the sweep.
+    fn recalled(&self, st: &State, now: Instant) -> bool {
+        let interval = self.config.codel_interval;
+        st.queue.is_empty()
+            && st
+                .emptied
+                .is_some_and(|at| now.saturating_duration_since(at) >= interval)
+            && st
+                .stood
+                .is_some_and(|at| now.saturating_duration_since(at) < interval * REENTRY_INTERVALS)
     }
 
     /// Hands free slots to the best waiters. Returns grants that could not be delivered
@@ -599,9 +650,19 @@ impl Gate {
         self.drain_rate.store(new.to_bits(), Relaxed);
         let secs = window.as_secs_f64().max(1e-3);
         for (count, smoothed) in self.arrivals.iter().zip(&self.arrival_rates) {
-            let rate = count.swap(0, Relaxed) as f64 / secs;
+            let count = count.swap(0, Relaxed);
+            let rate = count as f64 / secs;
             let old = f64::from_bits(smoothed.load(Relaxed));
-            smoothed.store((old * 0.7 + rate * 0.3).to_bits(), Relaxed);
+            // A step up is believed at once, like the drain's climb: the rate left for
+            // each lower priority is what these leave, and an estimate lagging a step
+            // by a few windows queues lower waiters for completions the higher
+            // arrivals take (they time out instead of being refused on arrival).
+            let new = if count >= ARRIVAL_JUMP_MIN && rate >= old * DRAIN_JUMP {
+                rate
+            } else {
+                old * 0.7 + rate * 0.3
+            };
+            smoothed.store(new.to_bits(), Relaxed);
         }
         let limit = ctl.limiter.update(&sample);
         let lane = ctl.limiter.lane();
@@ -700,12 +761,20 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
+/// A new spell this many `codel_interval`s after a standing one ended stands at once
+/// (CoDel's memory of its last dropping state spans 16 intervals).
+const REENTRY_INTERVALS: u32 = 16;
+
 /// In a standing queue a non-critical arrival queues only if the estimated wait takes at
 /// most this share of what it may wait (see [`Gate::predict`]).
 const PREDICT_SLACK: f64 = 0.9;
 
-/// A window that drained this many times the estimate replaces it outright.
+/// A window that drained this many times the estimate replaces it outright (and so
+/// does one whose arrivals at a priority were this many times their smoothed rate) ...
 const DRAIN_JUMP: f64 = 1.5;
+/// ... if it had at least this many of those arrivals: fewer are too noisy to believe
+/// outright (at 5 a window, one in eight windows of random arrivals has 8).
+const ARRIVAL_JUMP_MIN: u64 = 10;
 
 /// Holds one of a class's concurrency slots; frees it on drop.
 pub struct Permit {

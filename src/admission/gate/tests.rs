@@ -325,13 +325,77 @@ fn close_window(g: &Arc<Gate>, completions: u64) {
 /// Twenty 100 ms windows of 10 completions and 10 critical arrivals each: critical
 /// arrives as fast as the class drains.
 async fn critical_takes_the_drain(g: &Arc<Gate>) {
-    for _ in 0..20 {
-        g.arrivals[Critical.index()].store(10, Relaxed);
+    critical_windows(g, 20, 10).await;
+}
+
+/// `n` 100 ms windows of 10 completions and `critical` critical arrivals each.
+async fn critical_windows(g: &Arc<Gate>, n: usize, critical: u64) {
+    for _ in 0..n {
+        g.arrivals[Critical.index()].store(critical, Relaxed);
         g.window.completions.store(10, Relaxed);
         g.window.samples.store(10, Relaxed);
         tokio::time::advance(Duration::from_millis(100)).await;
         g.end_window(Instant::now());
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_judges_each_waiter_by_the_rate_left_for_its_own_priority() {
+    let g = gate(1, 100);
+    // 100 completions a second; critical and high arrive at 20 a second each, normal at
+    // 60: high can count on 80 a second, low on none.
+    for _ in 0..20 {
+        for (p, n) in [(Critical, 2), (High, 2), (Normal, 6)] {
+            g.arrivals[p.index()].store(n, Relaxed);
+        }
+        g.window.completions.store(10, Relaxed);
+        g.window.samples.store(10, Relaxed);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        g.end_window(Instant::now());
+    }
+    let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let _w = waiter(&g, Critical, "w", &log);
+    settle().await;
+    tokio::time::advance(Duration::from_millis(80)).await;
+    // Queued before the queue stood, with the full deadline.
+    let _h = waiter(&g, High, "h", &log);
+    let _l = waiter(&g, Low, "l", &log);
+    settle().await;
+    tokio::time::advance(Duration::from_millis(20)).await;
+    // The queue stands: the sweep gives each the short wait from its arrival (30 ms
+    // left). High's place (after the critical waiter) comes in 2 / 80 s = 25 ms: it
+    // stays. Low's never comes: refused now.
+    g.window.completions.store(10, Relaxed);
+    g.window.samples.store(10, Relaxed);
+    g.end_window(Instant::now());
+    settle().await;
+    assert_eq!(*log.lock().expect("log"), vec!["l:shed".to_string()]);
+    assert_eq!(g.queued_by_priority()[High.index()], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_up_in_higher_arrivals_counts_at_once() {
+    let g = gate(1, 100);
+    let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let _w = waiter(&g, Critical, "w", &log); // keeps the queue standing
+    settle().await;
+    // 100 completions a second; critical arrives at 20 a second ...
+    critical_windows(&g, 20, 2).await;
+    assert!((g.arrival_rate(Critical) - 20.0).abs() < 0.1);
+    // ... a window of 8 (too few to believe outright) is smoothed ...
+    critical_windows(&g, 1, 8).await;
+    assert!(g.arrival_rate(Critical) < 40.0);
+    // ... and then it steps to the whole drain rate: believed at once. Smoothed, the
+    // estimate would leave normal about 45 a second, and a normal waiter would queue
+    // for completions that critical arrivals take, to time out.
+    critical_windows(&g, 1, 10).await;
+    assert_eq!(g.arrival_rate(Critical), 100.0);
+    let start = Instant::now();
+    let r = g.admit(Normal, 0, later(5_000)).await.expect_err("shed");
+    assert_eq!(r.reason, Rejection::Shed);
+    assert_eq!(start.elapsed(), Duration::ZERO, "refused on arrival");
 }
 
 /// Closes a one-second window holding `completions` and returns the drain rate then.
@@ -474,8 +538,18 @@ async fn a_queue_that_empties_for_a_moment_is_still_standing() {
         .expect_err("short wait");
     assert_eq!(r.reason, Rejection::QueueTimeout);
     assert_eq!(start.elapsed(), Duration::from_millis(50));
-    // Empty for a whole codel_interval: the spell is over, the full deadline again.
+    // Empty for a whole codel_interval: the spell is over, but a new one so soon after
+    // a standing one stands at once (CoDel's re-entry): the short wait again ...
     tokio::time::advance(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    let r = g
+        .admit(Normal, 0, later(400))
+        .await
+        .expect_err("short wait");
+    assert_eq!(r.reason, Rejection::QueueTimeout);
+    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    // ... and only after 16 intervals without one is the full deadline back.
+    tokio::time::advance(Duration::from_millis(1_600)).await;
     let start = Instant::now();
     let r = g.admit(Normal, 0, later(400)).await.expect_err("times out");
     assert_eq!(r.reason, Rejection::QueueTimeout);
