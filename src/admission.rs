@@ -116,10 +116,10 @@ impl Admission {
             .iter()
             .map(|c| {
                 let limiter = if c.adaptive && c.min_concurrent < c.max_concurrent {
-                    Limiter::Gradient(GradientLimit::new(LimitSettings {
+                    Limiter::Gradient(Box::new(GradientLimit::new(LimitSettings {
                         min: c.min_concurrent,
                         max: c.max_concurrent,
-                    }))
+                    })))
                 } else {
                     Limiter::Fixed(c.max_concurrent)
                 };

@@ -168,6 +168,8 @@ pub struct GradientLimit {
     cold: bool,
     /// Slow start held its limit for a window of doubtful throughput.
     held: bool,
+    /// Slow start's last step up was a limited one (see `slow_start::LIMITED_GROWTH`).
+    limited: bool,
     /// Throughput per unit of the limit a fitting ramp fills (less what lag holds back) in
     /// the last window slow start judged and doubled on.
     ramp_yield: Option<f64>,
@@ -190,7 +192,7 @@ pub struct GradientLimit {
     since_change: f64,
     /// Decisions in a row that found no queue.
     growing: u32,
-    /// The dip in progress, if any (boxed: rare, and it keeps [`Limiter`] small).
+    /// The dip in progress, if any (boxed: rare).
     dip: Option<Box<dip::Dip>>,
     /// The window after a dip mixes both limits: nothing is learned from it.
     settling: bool,
@@ -201,7 +203,6 @@ pub struct GradientLimit {
     /// Multiplies the next dip's depth: doubled after a dip that still found a queue.
     dip_deeper: f64,
     /// Slots reserved for critical requests in the next window (see [`GradientLimit::lane`]).
-    /// (Small integers, so that the limiter stays small: see [`Limiter`].)
     lane: u16,
     /// Windows with the lane left before the next probe without it.
     lane_in: u8,
@@ -211,10 +212,12 @@ pub struct GradientLimit {
     /// The last window ended with the limit (nearly) full: this window's completions were
     /// admitted under pressure, so its throughput is the app's (see slow start).
     pressed: bool,
-    /// Milliseconds of windows since the limit last changed in which traffic came but did
-    /// not fill the limit (see [`GradientLimit::ramping`]; saturating, and small so that
-    /// the limiter stays small).
+    /// Milliseconds of windows since the limit last rose in which traffic came but did
+    /// not fill the limit (see [`GradientLimit::ramping`]; saturating) ...
     light_ms: u16,
+    /// ... and the most in flight in those windows since slow start last brought the
+    /// limit down to twice it (see [`GradientLimit::update`]).
+    light_peak: u16,
 }
 
 impl GradientLimit {
@@ -229,6 +232,7 @@ impl GradientLimit {
             slow_start: true,
             cold: true,
             held: false,
+            limited: false,
             ramp_yield: None,
             cold_rtt: (0.0, 0.0),
             recover_to: None,
@@ -248,6 +252,7 @@ impl GradientLimit {
             at_target: false,
             pressed: true,
             light_ms: 0,
+            light_peak: 0,
         }
     }
 
@@ -305,13 +310,21 @@ impl GradientLimit {
         self.at_target = false;
         let full = self.limit * slow_start::SLOW_START_BUSY;
         let before = self.limit();
-        let limit = self.update_limit(sample);
+        let restarted = !self.slow_start;
+        let mut limit = self.update_limit(sample);
         let traffic = sample.samples >= MIN_SAMPLES.min(before as u64).max(1);
-        if limit != before {
+        if limit > before || (restarted && self.slow_start) {
             self.light_ms = 0;
-        } else if traffic && (sample.inflight_at_end as f64) < full {
+            self.light_peak = 0;
+        } else if limit == before && traffic && (sample.inflight_at_end as f64) < full {
             let ms = u16::try_from(sample.window.as_millis()).unwrap_or(u16::MAX);
+            let was = self.light_ms;
             self.light_ms = self.light_ms.saturating_add(ms);
+            let peak = u16::try_from(sample.max_inflight).unwrap_or(u16::MAX);
+            self.light_peak = self.light_peak.max(peak);
+            if self.slow_start && was / RAMP_STILL_MS < self.light_ms / RAMP_STILL_MS {
+                limit = self.validate();
+            }
         }
         self.pressed = sample.inflight_at_end as f64 >= full;
         let lane = self.next_lane(sample);
@@ -323,6 +336,22 @@ impl GradientLimit {
             self.lane = lane;
         }
         limit
+    }
+
+    /// Slow start held by light traffic: every [`RAMP_STILL_MS`] of it, the limit comes
+    /// down to twice the most the clients had in flight meanwhile, as TCP's window
+    /// validation does for an application-limited flight (RFC 2861, RFC 7661). Above
+    /// that it was never tried: a rush on startup (the backlog of the cold ramp) can
+    /// leave it at twice the app's capacity, and the next step into overload would
+    /// then put that excess in the app's own queue at once, ahead of every critical
+    /// request, for the windows it takes the latency to show.
+    fn validate(&mut self) -> usize {
+        let peak = 2.0 * f64::from(self.light_peak);
+        self.light_peak = 0;
+        if peak < self.limit {
+            return self.set(peak);
+        }
+        self.limit()
     }
 
     fn next_lane(&mut self, sample: &WindowSample) -> u16 {
@@ -434,14 +463,8 @@ impl GradientLimit {
         self.dip_in = self.dip_in.saturating_sub(1);
         let window = sample.window.as_secs_f64();
         let lagged = window > 0.0 && (rtt - since_change) / window > DECIDE_LAG;
-        // Large: well above the latency the target queue itself brings (at a small limit
-        // that is a large share: 1.25× with one request queued at C = 4), and above this
-        // window's own noise (three times it: ±9 % at 10 completions spread ±50 %).
         let target = target_queue(self.limit);
-        let noise = LARGE_NOISE * ONE_NOISE * (spread(sample) / DECIDE_SPREAD)
-            / (sample.samples as f64).sqrt();
-        let large = ratio
-            >= LARGE.max(1.0 + noise) * self.limit / (self.limit - target).max(self.limit / 2.0);
+        let large = ratio >= self.large_ratio(sample);
         if lagged && !large {
             return self.limit();
         }
@@ -557,6 +580,17 @@ impl GradientLimit {
         self.limit()
     }
 
+    /// Latency (over the baseline) that is a large deviation in this window: well above
+    /// the latency the target queue itself brings (at a small limit that is a large
+    /// share: 1.25× with one request queued at C = 4), and above the window's own noise
+    /// (three times it: ±9 % at 10 completions spread ±50 %).
+    fn large_ratio(&self, sample: &WindowSample) -> f64 {
+        let target = target_queue(self.limit);
+        let noise = LARGE_NOISE * ONE_NOISE * (spread(sample) / DECIDE_SPREAD)
+            / (sample.samples.max(1) as f64).sqrt();
+        LARGE.max(1.0 + noise) * self.limit / (self.limit - target).max(self.limit / 2.0)
+    }
+
     fn set(&mut self, limit: f64) -> usize {
         let before = self.limit();
         self.limit = limit.clamp(self.min, self.max);
@@ -626,11 +660,12 @@ fn flat_latency(windows: &[(f64, f64, f64)]) -> Option<f64> {
     found
 }
 
-/// The limit a class runs with: fixed (`adaptive = false`) or adaptive.
+/// The limit a class runs with: fixed (`adaptive = false`) or adaptive (boxed: a few
+/// hundred bytes, touched once a window).
 #[derive(Clone, Debug)]
 pub enum Limiter {
     Fixed(usize),
-    Gradient(GradientLimit),
+    Gradient(Box<GradientLimit>),
 }
 
 impl Limiter {

@@ -41,7 +41,33 @@ const SPREAD_FLOOR: f64 = 0.3;
 /// even a window half from before the doubling shows it (throughput stops at once).
 const RAMP_LAG: f64 = 0.75;
 
+/// The growth of slow start's first step past a limit light traffic held (see
+/// [`GradientLimit::ramping`]), instead of a doubling.
+const LIMITED_GROWTH: f64 = 1.5;
+
 impl GradientLimit {
+    /// Both sides of each of slow start's comparisons are noisy means of a few
+    /// completions (the window's, and the baseline's), as noisy as the app's latencies
+    /// are spread: the window's spread against [`DECIDE_SPREAD`], and `√(1/n + 1/m)`.
+    /// (The minimum of a few says little: a small window counts as widely spread.)
+    fn noise(&self, sample: &WindowSample) -> (f64, f64) {
+        let n = (sample.samples as f64).max(1.0);
+        let spread = if sample.samples >= MIN_SAMPLES {
+            (spread(sample) / DECIDE_SPREAD).max(SPREAD_FLOOR)
+        } else {
+            1.0
+        };
+        let behind = if self.cold { self.cold_rtt.0 } else { n };
+        (spread, (1.0 / n + 1.0 / behind.max(1.0)).sqrt())
+    }
+
+    /// The latency (over the baseline) at which slow start ends on this window. A
+    /// window of a few completions is noisy: it needs a clearer rise to stop.
+    fn exit_ratio(&self, sample: &WindowSample) -> f64 {
+        let (spread, both) = self.noise(sample);
+        SLOW_START_EXIT.max(1.0 + SLOW_START_NOISE * spread * both)
+    }
+
     /// One window during slow start: `Some(limit)` when it decided, `None` when slow
     /// start ended without a decision of its own (the gradient takes the window).
     pub(super) fn slow_start_window(
@@ -72,21 +98,14 @@ impl GradientLimit {
         let pressed = busy && self.pressed;
         let measured = self.cold && sample.samples >= MIN_SAMPLES && window > 0.0 && pressed;
         let throughput = n / window.max(1e-9);
-        // Both sides of each comparison are noisy means of a few completions (the
-        // window's, and the baseline's), as noisy as the app's latencies are spread.
-        // (The minimum of a few says little: a small window counts as widely spread.)
-        let spread = if sample.samples >= MIN_SAMPLES {
-            (spread(sample) / DECIDE_SPREAD).max(SPREAD_FLOOR)
-        } else {
-            1.0
-        };
-        let behind = if self.cold { self.cold_rtt.0 } else { n };
-        let both = (1.0 / n + 1.0 / behind.max(1.0)).sqrt();
+        let (spread, both) = self.noise(sample);
         // A ramp that fits keeps the app as busy as the limit allows: throughput ×
         // baseline = the limit, less half the share of the window's completions
         // admitted before the last doubling (under half the limit).
         let lag = ((rtt - since_change) / window.max(1e-9)).clamp(0.0, 1.0);
-        let fits = self.limit * (1.0 - lag / 2.0);
+        // (After a step of 1.5×, not 2×, a third of the limit is new.)
+        let grown = if self.limited { LIMITED_GROWTH } else { 2.0 };
+        let fits = self.limit * (1.0 - lag * (1.0 - 1.0 / grown));
         // ... and throughput per unit of that keeps the last window judged's (which
         // does not depend on the baseline, but is as noisy as this one). Each can be
         // fooled (a baseline from a few lucky completions, a window that caught a few
@@ -98,10 +117,11 @@ impl GradientLimit {
         let stall = SLOW_START_STALL.min(1.0 - STALL_NOISE * spread * both);
         let short = measured && kept && throughput * baseline < fits * SLOW_START_HOLD;
         let held = std::mem::take(&mut self.held);
-        let saturated = short && throughput * baseline < fits * stall;
-        let noise = SLOW_START_NOISE * spread * both;
-        // A window of a few completions is noisy: it needs a clearer rise to stop.
-        let exit = SLOW_START_EXIT.max(1.0 + noise);
+        // Short twice running (the second look after a hold) is no longer doubtful: an
+        // app just past its capacity (a limit 1.2× it) shows throughput only somewhat
+        // short, and latency only somewhat up, window after window.
+        let saturated = short && (held || throughput * baseline < fits * stall);
+        let exit = self.exit_ratio(sample);
         // A window mostly admitted before the last doubling shows the limit before it:
         // judge (and double) on the next one, unless latency already rose.
         if window > 0.0 && lag > RAMP_LAG && ratio <= exit {
@@ -133,7 +153,13 @@ impl GradientLimit {
                 // has pressed for a window.
                 return Some(self.limit());
             }
-            return Some(self.set((self.limit * 2.0).min(ceiling)));
+            // A limit light traffic held (see `ramping`) is twice what the clients had
+            // in flight, and the app may take less than that: the first step past it
+            // is half a doubling (RFC 3742's limited slow start), so that a doubling
+            // does not put up to the whole limit's worth in the app's queue at once.
+            self.limited = !self.ramping();
+            let factor = if self.limited { LIMITED_GROWTH } else { 2.0 };
+            return Some(self.set((self.limit * factor).min(ceiling)));
         }
         self.slow_start = false;
         self.cold = false;

@@ -297,12 +297,21 @@ fn overload_after_a_quiet_spell_starts_near_capacity() {
     // As the bench does: half the capacity for 5 s (the limit sits at twice the peak in
     // flight, ~24 at C = 20), then 2x. The spell's windows show no queue; they must not
     // be taken for room to grow once the overload lifts the 2x-peak ceiling.
-    for (service, window, spread) in [(50, 100, 0.02), (50, 250, 0.5), (5, 100, 0.5)] {
+    // (At 5 ms the latency floor counts up to 5 ms as unqueued: a window can reach 1.4×.)
+    // At 0.7 of the capacity the quiet limit, twice the peak, is above the capacity: the
+    // rush puts the excess in the app's queue at once, for the window or two latency
+    // takes to show it.
+    for (service, window, spread, load, worst_bound) in [
+        (50, 100, 0.02, 0.5, 1.25),
+        (50, 100, 0.02, 0.7, 1.5),
+        (50, 250, 0.5, 0.5, 1.25),
+        (5, 100, 0.5, 0.5, 1.5),
+    ] {
         let (service, len) = (
             Duration::from_millis(service),
             Duration::from_millis(window),
         );
-        let mut sim = Sim::new(20, service, 0.5);
+        let mut sim = Sim::new(20, service, load);
         sim.spread = spread;
         let mut limiter = GradientLimit::new(settings());
         while sim.now < 5_000_000_000 {
@@ -319,14 +328,18 @@ fn overload_after_a_quiet_spell_starts_near_capacity() {
         eprintln!(
             "T={service:?} W={len:?}: quiet at {quiet}, then at most {highest}, worst {worst:?}"
         );
-        // At most one doubling past the quiet limit (when that was under capacity: the
-        // rush's first window only holds it, the second shows room, and one doubling
-        // shows the capacity), and settled near capacity by the end.
-        assert!(highest <= 26.max(2 * quiet), "T={service:?}: {highest}");
+        // At most one step of 1.5× past the quiet limit (when that was under capacity:
+        // the rush's first window only holds it, the second shows room, and one limited
+        // step shows the capacity; a doubling put 12 requests in the app's queue at
+        // once), and settled near capacity by the end.
+        assert!(highest <= 24.max(quiet * 3 / 2), "T={service:?}: {highest}");
         let end = limiter.limit();
         assert!((20..=26).contains(&end), "T={service:?}: ended at {end}");
         // (The quiet limit, twice the peak, may exceed capacity: one window of queue.)
-        assert!(worst < service.mul_f64(1.5), "T={service:?}: {worst:?}");
+        assert!(
+            worst < service.mul_f64(worst_bound),
+            "T={service:?}: {worst:?}"
+        );
     }
 }
 
@@ -767,7 +780,10 @@ fn limit_is_clamped_to_min_and_max() {
 #[test]
 fn fixed_limits_never_change() {
     let mut fixed = Limiter::Fixed(7);
-    let mut same = Limiter::Gradient(GradientLimit::new(LimitSettings { min: 9, max: 9 }));
+    let mut same = Limiter::Gradient(Box::new(GradientLimit::new(LimitSettings {
+        min: 9,
+        max: 9,
+    })));
     for rtt in [1, 10, 1000] {
         let mut w = window(100, rtt, 100);
         assert_eq!(fixed.update(&w), 7);
@@ -1142,9 +1158,41 @@ fn slow_start_held_by_light_traffic_is_not_ramping() {
         ramping,
         [true, true, true, true, false, false, false, false]
     );
-    // Demand fills the limit at the app's speed: slow start climbs again.
+    // Demand fills the limit at the app's speed: slow start climbs again, by half a
+    // doubling first (the limit was held, not tried).
     g.update(&busy(limit));
     g.update(&busy(limit));
-    assert!(g.limit() > limit, "{}", g.limit());
+    assert_eq!(g.limit(), limit * 3 / 2);
     assert!(g.ramping());
+}
+
+#[test]
+fn slow_start_held_by_light_traffic_comes_down_to_twice_its_peak() {
+    // 10 ms per request. The cold ramp's backlog took the limit to 32 ...
+    let mut g = GradientLimit::new(settings());
+    let busy = |inflight: usize, end: usize| WindowSample {
+        samples: inflight as u64 * 10,
+        rtt_avg: Duration::from_millis(10),
+        rtt_min: Duration::from_millis(9),
+        max_inflight: inflight,
+        inflight_at_end: end,
+        window: Duration::from_millis(100),
+        ..WindowSample::default()
+    };
+    while g.limit() < 32 {
+        let l = g.limit();
+        g.update(&busy(l, l));
+    }
+    assert_eq!(g.limit(), 32);
+    // ... and then the clients had 17 in flight at most in the first half second
+    // (twice that is above the limit: it stays), and 12 in the next: the limit comes
+    // down to 24 at its end, and slow start, still on, is not ramping.
+    let mut limits = vec![];
+    for peak in [17, 12, 10, 12, 11, 9, 12, 12, 10, 12] {
+        g.update(&busy(peak, 8));
+        limits.push(g.limit());
+    }
+    assert_eq!(limits, [32, 32, 32, 32, 32, 32, 32, 32, 32, 24]);
+    assert!(g.in_slow_start());
+    assert!(!g.ramping());
 }
