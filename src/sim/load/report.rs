@@ -62,6 +62,7 @@ pub struct Second {
     pub refusals: u64,
     pub errors: u64,
     pub success_latency: Histogram,
+    pub refusal_latency: Histogram,
 }
 
 impl Default for Second {
@@ -72,6 +73,7 @@ impl Default for Second {
             refusals: 0,
             errors: 0,
             success_latency: Histogram::with_bits(SERIES_BITS),
+            refusal_latency: Histogram::with_bits(SERIES_BITS),
         }
     }
 }
@@ -175,7 +177,10 @@ impl StreamReport {
                     s.successes += 1;
                     s.success_latency.record_duration(latency);
                 }
-                Kind::Refusal => s.refusals += 1,
+                Kind::Refusal => {
+                    s.refusals += 1;
+                    s.refusal_latency.record_duration(latency);
+                }
                 Kind::Error => s.errors += 1,
             }
         }
@@ -211,6 +216,8 @@ impl StreamReport {
                     "refusals": s.refusals,
                     "errors": s.errors,
                     "success_p99_us": s.success_latency.quantile(0.99),
+                    "refusal_p99_us": s.refusal_latency.quantile(0.99),
+                    "refusal_max_us": s.refusal_latency.max(),
                 })
             })
             .collect();
