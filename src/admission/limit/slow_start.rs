@@ -41,6 +41,10 @@ const SPREAD_FLOOR: f64 = 0.3;
 /// even a window half from before the doubling shows it (throughput stops at once).
 const RAMP_LAG: f64 = 0.75;
 
+/// A throughput shortfall counts as confirmed by latency when latency rose by at least
+/// this share of what the shortfall predicts for a queue (see `slow_start_window`).
+const CONFIRMED_SHARE: f64 = 0.5;
+
 /// The growth of slow start's first step past a limit light traffic held (see
 /// [`GradientLimit::ramping`]), instead of a doubling.
 const LIMITED_GROWTH: f64 = 1.5;
@@ -117,10 +121,17 @@ impl GradientLimit {
         let stall = SLOW_START_STALL.min(1.0 - STALL_NOISE * spread * both);
         let short = measured && kept && throughput * baseline < fits * SLOW_START_HOLD;
         let held = std::mem::take(&mut self.held);
-        // Short twice running (the second look after a hold) is no longer doubtful: an
-        // app just past its capacity (a limit 1.2× it) shows throughput only somewhat
-        // short, and latency only somewhat up, window after window.
-        let saturated = short && (held || throughput * baseline < fits * stall);
+        // An app just past its capacity (a limit 1.2× it) shows throughput only somewhat
+        // short, and latency only somewhat up, window after window. Short twice running
+        // (the second look after a hold) is no longer doubtful; nor is a shortfall that
+        // latency confirms: a queue in the app raises it by limit / capacity (Little's
+        // law), where a few lucky or unlucky completions move one and not the other.
+        // (Half of that rise is enough: some of the window's completions were admitted
+        // before the queue built; but no less than the noise of the two means.)
+        let little = (fits / (throughput * baseline).max(1e-9) - 1.0).max(0.0);
+        let noise = SLOW_START_NOISE * spread * both;
+        let confirmed = ratio - 1.0 >= (CONFIRMED_SHARE * little).max(noise);
+        let saturated = short && (held || confirmed || throughput * baseline < fits * stall);
         let exit = self.exit_ratio(sample);
         // A window mostly admitted before the last doubling shows the limit before it:
         // judge (and double) on the next one, unless latency already rose.
