@@ -46,6 +46,19 @@ impl Priority {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// A per-priority array, `f(p)` at `p.index()`. (Not `ALL.map(f)`: `ALL` is in
+    /// serving order, the reverse of the index.)
+    pub fn by_index<T>(f: impl FnMut(Priority) -> T) -> [T; 5] {
+        [
+            Priority::Background,
+            Priority::Low,
+            Priority::Normal,
+            Priority::High,
+            Priority::Critical,
+        ]
+        .map(f)
+    }
 }
 
 impl fmt::Display for Priority {
@@ -85,6 +98,9 @@ mod tests {
         let mut sorted = Priority::ALL;
         sorted.sort_by(|a, b| b.cmp(a));
         assert_eq!(sorted, Priority::ALL);
+        for (i, p) in Priority::by_index(|p| p).into_iter().enumerate() {
+            assert_eq!(p.index(), i);
+        }
     }
 
     #[test]

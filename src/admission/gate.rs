@@ -190,8 +190,6 @@ impl Gate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a slot for a request at `p` if one is free for it: critical requests up to
-    /// the limit, the rest up to the limit less the critical lane.
     /// The slots priority `p` may fill: the limit, less the critical lane for the rest.
     fn cap_for(&self, p: Priority) -> usize {
         let limit = self.limit.load(SeqCst);
@@ -209,6 +207,8 @@ impl Gate {
         self.inflight.load(SeqCst).saturating_sub(self.cap_for(p))
     }
 
+    /// Takes a slot for a request at `p` if one is free for it: critical requests up to
+    /// the limit, the rest up to the limit less the critical lane.
     fn try_acquire(&self, p: Priority) -> bool {
         let limit = self.cap_for(p);
         let mut cur = self.inflight.load(SeqCst);
@@ -254,11 +254,7 @@ impl Gate {
                 self.stats.admitted(priority, Duration::ZERO);
                 return Ok(Permit::new(self.clone()));
             }
-            let deadline = if priority != Priority::Critical && self.recalled(&st, now) {
-                deadline.min(now + self.short_wait())
-            } else {
-                self.effective_deadline(&st, priority, now, deadline)
-            };
+            let deadline = self.effective_deadline(&st, priority, now, deadline);
             if let Some(refused) = self.predict(&st, priority, now, deadline) {
                 drop(st);
                 return Err(self.refuse(priority, refused));
@@ -359,7 +355,8 @@ impl Gate {
         now: Instant,
         deadline: Instant,
     ) -> Instant {
-        if p != Priority::Critical && self.standing(st, now) {
+        // (A waiter that starts a spell standing at once, see [`Gate::recalled`], too.)
+        if p != Priority::Critical && (self.standing(st, now) || self.recalled(st, now)) {
             deadline.min(now + self.short_wait())
         } else {
             deadline
@@ -386,12 +383,8 @@ impl Gate {
             return Vec::new();
         }
         let short = self.short_wait();
-        // By `Priority::index`, which is not the order of `Priority::ALL`.
-        let (mut rates, mut excess) = ([0.0; 5], [0; 5]);
-        for p in Priority::ALL {
-            rates[p.index()] = self.rate_for(st, p, now);
-            excess[p.index()] = self.excess_for(p);
-        }
+        let rates = Priority::by_index(|p| self.rate_for(st, p, now));
+        let excess = Priority::by_index(|p| self.excess_for(p));
         let taken = st.queue.take_unless(|place, e| {
             let p = e.ticket.priority;
             let by = e.enqueued + short;

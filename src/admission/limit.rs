@@ -310,10 +310,10 @@ impl GradientLimit {
         self.at_target = false;
         let full = self.limit * slow_start::SLOW_START_BUSY;
         let before = self.limit();
-        let restarted = !self.slow_start;
+        let was_slow = self.slow_start;
         let mut limit = self.update_limit(sample);
         let traffic = sample.samples >= MIN_SAMPLES.min(before as u64).max(1);
-        if limit > before || (restarted && self.slow_start) {
+        if limit > before || (!was_slow && self.slow_start) {
             self.light_ms = 0;
             self.light_peak = 0;
         } else if limit == before && traffic && (sample.inflight_at_end as f64) < full {
@@ -463,8 +463,14 @@ impl GradientLimit {
         self.dip_in = self.dip_in.saturating_sub(1);
         let window = sample.window.as_secs_f64();
         let lagged = window > 0.0 && (rtt - since_change) / window > DECIDE_LAG;
+        // Large: well above the latency the target queue itself brings (at a small limit
+        // that is a large share: 1.25× with one request queued at C = 4), and above this
+        // window's own noise (three times it: ±9 % at 10 completions spread ±50 %).
         let target = target_queue(self.limit);
-        let large = ratio >= self.large_ratio(sample);
+        let noise = LARGE_NOISE * ONE_NOISE * (spread(sample) / DECIDE_SPREAD)
+            / (sample.samples as f64).sqrt();
+        let large = ratio
+            >= LARGE.max(1.0 + noise) * self.limit / (self.limit - target).max(self.limit / 2.0);
         if lagged && !large {
             return self.limit();
         }
@@ -578,17 +584,6 @@ impl GradientLimit {
             return self.set(self.limit - queued.floor());
         }
         self.limit()
-    }
-
-    /// Latency (over the baseline) that is a large deviation in this window: well above
-    /// the latency the target queue itself brings (at a small limit that is a large
-    /// share: 1.25× with one request queued at C = 4), and above the window's own noise
-    /// (three times it: ±9 % at 10 completions spread ±50 %).
-    fn large_ratio(&self, sample: &WindowSample) -> f64 {
-        let target = target_queue(self.limit);
-        let noise = LARGE_NOISE * ONE_NOISE * (spread(sample) / DECIDE_SPREAD)
-            / (sample.samples.max(1) as f64).sqrt();
-        LARGE.max(1.0 + noise) * self.limit / (self.limit - target).max(self.limit / 2.0)
     }
 
     fn set(&mut self, limit: f64) -> usize {

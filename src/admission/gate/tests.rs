@@ -47,6 +47,15 @@ fn waiter(
     })
 }
 
+/// Asks for a slot at `p` with a deadline `ms` from now, expects a queue timeout, and
+/// returns how long it waited.
+async fn waited_for_timeout(g: &Arc<Gate>, p: Priority, ms: u64) -> Duration {
+    let start = Instant::now();
+    let r = g.admit(p, 0, later(ms)).await.expect_err("times out");
+    assert_eq!(r.reason, Rejection::QueueTimeout);
+    start.elapsed()
+}
+
 async fn settle() {
     for _ in 0..10 {
         tokio::task::yield_now().await;
@@ -129,10 +138,10 @@ async fn a_full_queue_displaces_the_lowest_waiter_at_once() {
 async fn a_waiter_times_out_at_its_deadline_and_leaves_no_trace() {
     let g = gate(1, 10);
     let held = g.admit(Normal, 0, later(100)).await.expect("slot");
-    let start = Instant::now();
-    let r = g.admit(Normal, 0, later(300)).await.expect_err("timeout");
-    assert_eq!(r.reason, Rejection::QueueTimeout);
-    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    assert_eq!(
+        waited_for_timeout(&g, Normal, 300).await,
+        Duration::from_millis(300)
+    );
     assert_eq!(g.queued_by_priority().iter().sum::<usize>(), 0);
     drop(held);
     assert_eq!(g.inflight(), 0);
@@ -170,14 +179,11 @@ async fn a_standing_queue_shortens_new_waits() {
     settle().await;
     // The queue has not emptied for longer than codel_interval (100 ms) ...
     tokio::time::advance(Duration::from_millis(150)).await;
-    let start = Instant::now();
-    let r = g
-        .admit(Normal, 0, later(5_000))
-        .await
-        .expect_err("short wait");
     // ... so a new waiter waits codel_target (50 ms), not 5 s.
-    assert_eq!(r.reason, Rejection::QueueTimeout);
-    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    assert_eq!(
+        waited_for_timeout(&g, Normal, 5_000).await,
+        Duration::from_millis(50)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -272,14 +278,8 @@ async fn critical_waiters_keep_their_full_deadline_in_a_standing_queue() {
     let _first = waiter(&g, Normal, "first", &log);
     settle().await;
     tokio::time::advance(Duration::from_millis(150)).await; // standing now
-    let start = Instant::now();
-    let r = g
-        .admit(Critical, 0, later(400))
-        .await
-        .expect_err("times out");
-    assert_eq!(r.reason, Rejection::QueueTimeout);
     assert_eq!(
-        start.elapsed(),
+        waited_for_timeout(&g, Critical, 400).await,
         Duration::from_millis(400),
         "not cut to codel_target"
     );
@@ -531,29 +531,23 @@ async fn a_queue_that_empties_for_a_moment_is_still_standing() {
     let _slot = first.await.expect("task").expect("admitted");
     tokio::time::advance(Duration::from_millis(10)).await;
     // Still the same spell: the short wait, not 5 s.
-    let start = Instant::now();
-    let r = g
-        .admit(Normal, 0, later(5_000))
-        .await
-        .expect_err("short wait");
-    assert_eq!(r.reason, Rejection::QueueTimeout);
-    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    assert_eq!(
+        waited_for_timeout(&g, Normal, 5_000).await,
+        Duration::from_millis(50)
+    );
     // Empty for a whole codel_interval: the spell is over, but a new one so soon after
     // a standing one stands at once (CoDel's re-entry): the short wait again ...
     tokio::time::advance(Duration::from_millis(100)).await;
-    let start = Instant::now();
-    let r = g
-        .admit(Normal, 0, later(400))
-        .await
-        .expect_err("short wait");
-    assert_eq!(r.reason, Rejection::QueueTimeout);
-    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    assert_eq!(
+        waited_for_timeout(&g, Normal, 400).await,
+        Duration::from_millis(50)
+    );
     // ... and only after 16 intervals without one is the full deadline back.
     tokio::time::advance(Duration::from_millis(1_600)).await;
-    let start = Instant::now();
-    let r = g.admit(Normal, 0, later(400)).await.expect_err("times out");
-    assert_eq!(r.reason, Rejection::QueueTimeout);
-    assert_eq!(start.elapsed(), Duration::from_millis(400));
+    assert_eq!(
+        waited_for_timeout(&g, Normal, 400).await,
+        Duration::from_millis(400)
+    );
 }
 
 #[tokio::test(start_paused = true)]
