@@ -109,6 +109,15 @@ const FASTER_AT_ONCE: f64 = 0.8;
 /// Share of the gap to a [`FASTER`] window's latency the baseline closes. Below 1 so a
 /// lucky window does not set it; the dip that follows soon measures the rest.
 const BASELINE_DOWN_GAIN: f64 = 0.25;
+/// A slide: decisions that stepped the limit down on small deviations, over at least
+/// this share of it, with latency that did not fall by half as much. A queue shed would
+/// have fallen in proportion (Little's law), and half of this share is above the
+/// pooled noise (±3 %). Latency that does not fall as the limit does is an app slower
+/// for reasons of its own (a throttled CPU, a slower database): the baseline is what is
+/// wrong, and a dip, which measures it, starts at the next decision, whatever the wait
+/// after the last one that confirmed it. (A step or two down is what noise does now
+/// and then.)
+const SLIDE_SHARE: f64 = 0.1;
 /// A gradient step below limit × this on a large deviation is a back-off (a queue the
 /// limit must still shed): no dip until the limit has settled.
 const BACKED_OFF: f64 = 0.9;
@@ -192,6 +201,12 @@ pub struct GradientLimit {
     since_change: f64,
     /// Decisions in a row that found no queue.
     growing: u32,
+    /// The limit, pooled latency (over the baseline) and baseline at the first of the
+    /// small steps down since the limit last grew, or since latency last followed one
+    /// (see [`SLIDE_SHARE`]).
+    slide: Option<(f64, f64, f64)>,
+    /// A slide from this limit made the next dip due (see [`GradientLimit::slid`]).
+    slid_from: Option<f64>,
     /// The dip in progress, if any (boxed: rare).
     dip: Option<Box<dip::Dip>>,
     /// The window after a dip mixes both limits: nothing is learned from it.
@@ -242,6 +257,8 @@ impl GradientLimit {
             pending_at: 0.0,
             since_change: 0.0,
             growing: 0,
+            slide: None,
+            slid_from: None,
             dip: None,
             settling: false,
             dip_in: DIP_SOON,
@@ -557,6 +574,13 @@ impl GradientLimit {
             // the limit, and only a dip shows it.)
             self.dip_in = self.dip_in.max(DIP_SOON);
         }
+        if !large && next < self.limit - 0.5 {
+            self.slid(ratio);
+        } else if large || next > self.limit + 0.5 {
+            // (A hold says nothing either way; a large step is the gradient's and the
+            // re-base test's.)
+            self.slide = None;
+        }
         self.step_or_dip(next, capacity, smoothed, ceiling, rtt)
     }
 
@@ -581,9 +605,40 @@ impl GradientLimit {
         // requests, rounded down, so a limit at capacity is not stepped under it.
         let queued = bound - bound / ratio;
         if queued >= 1.0 {
+            if self.slid(ratio) {
+                // The dip needs the app's queue in view: probe without the lane next.
+                self.lane_in = 1;
+            }
             return self.set(self.limit - queued.floor());
         }
         self.limit()
+    }
+
+    /// A decision stepped the limit down on a small deviation, with latency `ratio` ×
+    /// the baseline. After a step down from a queue, latency falls with the limit (by
+    /// Little's law, in proportion); a slower app's does not. True when this makes a
+    /// slide (see [`SLIDE_SHARE`]): a dip is due at the next decision.
+    fn slid(&mut self, ratio: f64) -> bool {
+        let baseline = self.baseline.unwrap_or_default();
+        // (A slide from before the baseline moved was judged by another.)
+        let start = self.slide.filter(|s| s.2 == baseline);
+        let Some((limit, before, _)) = start else {
+            self.slide = Some((self.limit, ratio, baseline));
+            return false;
+        };
+        let fell = (1.0 - self.limit / limit).max(0.0);
+        if ratio < before * (1.0 - 0.5 * fell) {
+            // Latency followed: a queue, shed. A slide starts over from here.
+            self.slide = Some((self.limit, ratio, baseline));
+            return false;
+        }
+        if fell < SLIDE_SHARE {
+            return false;
+        }
+        self.slide = None;
+        self.dip_in = 0;
+        self.slid_from = Some(limit);
+        true
     }
 
     fn set(&mut self, limit: f64) -> usize {

@@ -76,6 +76,9 @@ pub(super) struct Dip {
     capped: bool,
     /// Completions, their summed latency and summed [`spread`] in the windows measured.
     measured: (f64, f64, f64),
+    /// Due to a slide from this limit (see `GradientLimit::slid`): latency had already
+    /// not followed the limit down over a tenth of it.
+    slid_from: Option<f64>,
 }
 
 impl GradientLimit {
@@ -115,6 +118,7 @@ impl GradientLimit {
         if self.dip_in > 0 {
             return self.set(next);
         }
+        let slid_from = self.slid_from.take();
         // Below the capacity as estimated (smoothed over a few windows), not below the
         // limit: a limit a request or two high for a window must not keep the dip above
         // capacity.
@@ -143,6 +147,7 @@ impl GradientLimit {
             dipped,
             capped: wanted < floor,
             measured: (0.0, 0.0, 0.0),
+            slid_from,
         }));
         self.set(dipped)
     }
@@ -201,7 +206,12 @@ impl GradientLimit {
         let m = dip.measured;
         let noise = ONE_NOISE * (m.2 / m.0 / DECIDE_SPREAD) / m.0.sqrt();
         let far = (rtt / baseline).ln().abs() > DIP_FAR * noise.max(DIP_AGREE / DIP_FAR);
-        let gain = if far && (rtt < baseline || elastic < DIP_FLAT) {
+        // After a slide (latency flat over a tenth of the limit and more), a dip slower
+        // than the baseline that did not still queue is a third look that says the
+        // same: the app is this slow. (A shallow dip's own elasticity is mostly noise.)
+        let flat = elastic < DIP_FLAT;
+        let slid = dip.slid_from.is_some() && rtt > baseline && elastic < DIP_ELASTIC;
+        let gain = if slid || (far && (rtt < baseline || flat)) {
             1.0
         } else {
             DIP_GAIN
@@ -229,7 +239,13 @@ impl GradientLimit {
         } else {
             DIP_SOON
         };
-        // The limit restored was set for the old baseline.
-        self.set((dip.restore * rebased / baseline).min(dip.ceiling.max(dip.restore)))
+        // The limit restored was set for the old baseline. After a slide that a baseline
+        // too low caused, the limit where it began was right (the app has as many
+        // workers as before): it goes back there at least.
+        let mut restore = dip.restore * rebased / baseline;
+        if let Some(from) = dip.slid_from.filter(|_| slid) {
+            restore = restore.max(from);
+        }
+        self.set(restore.min(dip.ceiling.max(dip.restore)))
     }
 }

@@ -1221,3 +1221,41 @@ fn slow_start_held_by_light_traffic_comes_down_to_twice_its_peak() {
     assert!((21..=23).contains(&limits[2]), "{limits:?}");
     assert!(!g.in_slow_start());
 }
+
+#[test]
+fn an_app_a_little_slower_for_reasons_of_its_own_is_not_read_as_a_queue() {
+    // A throttled CPU or a slower database: every request takes 10-20 % longer, with the
+    // same workers, under 2x overload throughout. The latency rise is under the re-base
+    // test's 1.2x, so before slides were dipped on, each pooled decision read it as a
+    // queue and cut the limit (20 -> 5-7 over 3 s, goodput 60-80 % of capacity for 30 s).
+    // Three seeds each; with and without critical requests (and their lane).
+    for crit in [0u64, 4] {
+        for service in [5u64, 50] {
+            for factor in [1.1, 1.15, 1.2, 1.3] {
+                for seed in 0..3u64 {
+                    let service = Duration::from_millis(service);
+                    let len = window_for(service);
+                    let mut sim = Sim::new(20, service, 2.0);
+                    sim.rng ^= (seed + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                    sim.critical_every = crit;
+                    let mut limiter = GradientLimit::new(settings());
+                    for _ in 0..100 {
+                        step(&mut sim, &mut limiter, len);
+                    }
+                    let slower = service.mul_f64(factor);
+                    sim.service_ns = slower.as_nanos() as u64;
+                    let s = stretch(&mut sim, &mut limiter, len, 0, 120);
+                    let base = limiter.baseline_rtt().unwrap_or_default();
+                    let case = format!("crit {crit} T={service:?} x{factor} seed {seed}");
+                    eprintln!("{case}: baseline {base:?}: {s:?}");
+                    assert!(s.lo >= 10, "{case}: {s:?}");
+                    assert!(s.goodput >= 0.9, "{case}: {s:?}");
+                    assert!(
+                        base >= slower.mul_f64(0.93) && base <= slower.mul_f64(1.07),
+                        "{case}: {base:?}"
+                    );
+                }
+            }
+        }
+    }
+}
