@@ -93,10 +93,10 @@ class Procs:
     def bench(self, *args):
         return [os.path.join(self.bin_dir, "sluice-bench"), "--threads", "1", *args]
 
-    def app(self, capacity=20, service_ms=50, mode="normal"):
+    def app(self, capacity=20, service_ms=50, mode="normal", spread=0.0):
         p = self._spawn("app", self.bench(
             "app", "--addr", f"{HOST}:{self.app_port}", "--capacity", str(capacity),
-            "--service-ms", str(service_ms), "--mode", mode))
+            "--service-ms", str(service_ms), "--mode", mode, "--spread", str(spread)))
         wait_port(self.app_port)
         return p
 

@@ -199,6 +199,7 @@ async fn start_app(settings: &DemoSettings) -> Result<SimApp, DemoError> {
         service_time: settings.service_time,
         mode: Mode::Normal,
         queue_limit: 0,
+        ..SimSettings::default()
     };
     SimApp::start(SocketAddr::from(([127, 0, 0, 1], 0)), sim)
         .await

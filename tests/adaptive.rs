@@ -69,6 +69,7 @@ async fn the_limit_finds_capacity_follows_a_cut_and_recovers_without_config() {
         service_time: Duration::from_millis(100),
         mode: Mode::Normal,
         queue_limit: 0,
+        ..SimSettings::default()
     };
     let app = SimApp::start("127.0.0.1:0".parse().expect("addr"), settings)
         .await
@@ -149,6 +150,7 @@ async fn under_overload_with_critical_traffic_the_critical_lane_opens() {
         service_time: Duration::from_millis(50),
         mode: Mode::Normal,
         queue_limit: 0,
+        ..SimSettings::default()
     };
     let app = SimApp::start("127.0.0.1:0".parse().expect("addr"), settings)
         .await

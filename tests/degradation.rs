@@ -75,6 +75,7 @@ async fn sustained_overload_degrades_refuses_low_keeps_critical_and_leaves_with_
         service_time: Duration::from_millis(25),
         mode: Mode::Normal,
         queue_limit: 0,
+        ..SimSettings::default()
     };
     let app = SimApp::start("127.0.0.1:0".parse().expect("addr"), settings)
         .await

@@ -16,6 +16,7 @@ fn sim_settings(capacity: usize, service_ms: u64) -> SimSettings {
         service_time: Duration::from_millis(service_ms),
         mode: Mode::Normal,
         queue_limit: 0,
+        ..SimSettings::default()
     }
 }
 

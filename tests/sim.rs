@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::Method;
-use sluice::sim::app::{ControlUpdate, Mode, SimApp, SimSettings};
+use sluice::sim::app::{spread_service, ControlUpdate, Mode, SimApp, SimSettings};
 use sluice::sim::control;
 use sluice::sim::load::{self, Arrivals, LoadPlan, Stream};
 use tokio::time::Instant;
@@ -21,6 +21,7 @@ async fn app(capacity: usize, service_ms: u64, mode: Mode, queue_limit: usize) -
         service_time: Duration::from_millis(service_ms),
         mode,
         queue_limit,
+        ..SimSettings::default()
     };
     SimApp::start(any_port(), settings).await.unwrap()
 }
@@ -90,6 +91,62 @@ async fn control_changes_capacity_mid_run() {
         .await
         .unwrap();
     assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn spread_service_times_are_uniform_around_the_service_time() {
+    let t = Duration::from_millis(100);
+    assert_eq!(spread_service(t, 0.0, 7), t);
+    let draws: Vec<f64> = (0..10_000)
+        .map(|n| spread_service(t, 0.5, n).as_secs_f64() / t.as_secs_f64())
+        .collect();
+    let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+    let (lo, hi) = draws
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &d| (lo.min(d), hi.max(d)));
+    assert!((mean - 1.0).abs() < 0.01, "mean {mean}");
+    assert!(
+        (0.5..0.51).contains(&lo) && hi <= 1.5 && hi > 1.49,
+        "{lo}..{hi}"
+    );
+    // A quarter of the draws in each quarter of the range.
+    let first = draws.iter().filter(|&&d| d < 0.75).count();
+    assert!((2300..2700).contains(&first), "{first}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_spreads_service_times_and_rejects_a_spread_out_of_range() {
+    let app = app(40, 100, Mode::Normal, 0).await;
+    let (status, body) = control::control(app.addr(), r#"{"spread":1.5}"#)
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("spread must be between 0 and 1"), "{body}");
+    let (status, body) = control::control(app.addr(), r#"{"spread":0.5}"#)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""spread":0.5"#), "{body}");
+    // Each request's own time (all 40 are in service at once).
+    let addr = app.addr();
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let status = get(addr, "/work").await.unwrap().0;
+                (start.elapsed(), status)
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.unwrap());
+    }
+    done.sort();
+    assert!(done.iter().all(|&(_, s)| s == 200), "{done:?}");
+    let (first, last) = (done[0].0, done[39].0);
+    assert!(first < Duration::from_millis(80), "{done:?}");
+    assert!(last > Duration::from_millis(120), "{done:?}");
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sluice::sim::app::{Mode, SimApp, SimSettings};
+use sluice::sim::app::{check_spread, Mode, SimApp, SimSettings};
 use sluice::sim::load::{self, Arrivals, LoadPlan, Stream};
 
 #[derive(Parser, Debug)]
@@ -39,6 +39,9 @@ enum Command {
         /// Most requests waiting for capacity before the app answers 503 (0: unbounded).
         #[arg(long, default_value_t = 0)]
         queue_limit: usize,
+        /// Service times spread uniformly over service-ms × [1 - F, 1 + F] (0 to 1).
+        #[arg(long, default_value_t = 0.0, value_parser = parse_spread)]
+        spread: f64,
     },
     /// Send open-loop load and print what happened.
     Load {
@@ -107,12 +110,14 @@ async fn run(command: Command) -> Result<(), String> {
             service_ms,
             mode,
             queue_limit,
+            spread,
         } => {
             let settings = SimSettings {
                 capacity,
                 service_time: Duration::from_millis(service_ms),
                 mode,
                 queue_limit,
+                spread,
             };
             let app = SimApp::start(addr, settings)
                 .await
@@ -170,4 +175,11 @@ fn secs(flag: &str, s: f64) -> Result<Duration, String> {
 
 fn stats_line(app: &SimApp) -> String {
     serde_json::to_string(&app.stats()).unwrap_or_default()
+}
+
+fn parse_spread(text: &str) -> Result<f64, String> {
+    let spread: f64 = text
+        .parse()
+        .map_err(|e| format!("not a number: {text:?} ({e})"))?;
+    check_spread(spread)
 }

@@ -73,6 +73,10 @@ pub struct SimSettings {
     /// Most requests waiting for capacity; beyond it the app answers 503 at once.
     /// 0 means unbounded.
     pub queue_limit: usize,
+    /// Service times are spread uniformly over `service_time × [1 - spread, 1 + spread]`
+    /// (0 to 1; 0: every request takes `service_time`), as a real app's are. The draws
+    /// are deterministic, one per request in arrival order.
+    pub spread: f64,
 }
 
 impl Default for SimSettings {
@@ -82,6 +86,7 @@ impl Default for SimSettings {
             service_time: Duration::from_millis(50),
             mode: Mode::Normal,
             queue_limit: 0,
+            spread: 0.0,
         }
     }
 }
@@ -94,6 +99,39 @@ pub struct ControlUpdate {
     pub service_ms: Option<u64>,
     pub mode: Option<Mode>,
     pub queue_limit: Option<usize>,
+    pub spread: Option<f64>,
+}
+
+impl ControlUpdate {
+    /// Rejects values the app cannot take (a spread outside 0..=1).
+    pub fn validate(&self) -> Result<(), String> {
+        match self.spread {
+            Some(f) => check_spread(f).map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A service-time spread must lie in 0..=1 (see [`SimSettings::spread`]).
+pub fn check_spread(spread: f64) -> Result<f64, String> {
+    if (0.0..=1.0).contains(&spread) {
+        Ok(spread)
+    } else {
+        Err(format!("spread must be between 0 and 1, not {spread}"))
+    }
+}
+
+/// The `n`-th service time of an app at `service_time` ± `spread` (splitmix64 of `n`).
+pub fn spread_service(service_time: Duration, spread: f64, n: u64) -> Duration {
+    if spread <= 0.0 {
+        return service_time;
+    }
+    let mut z = n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+    service_time.mul_f64((1.0 - spread + 2.0 * spread * u).max(0.0))
 }
 
 /// Counters and current settings, as returned by `/_stats`.
@@ -114,6 +152,7 @@ pub struct SimStats {
     pub service_ms: u64,
     pub mode: Mode,
     pub queue_limit: usize,
+    pub spread: f64,
 }
 
 /// State shared by every connection of one app.
@@ -123,6 +162,8 @@ struct Shared {
     settings: Mutex<SimSettings>,
     gate: Arc<Gate>,
     received: AtomicU64,
+    /// Service times drawn so far (see [`spread_service`]).
+    draws: AtomicU64,
     health_checks: AtomicU64,
     resets: AtomicU64,
     served: Mutex<BTreeMap<u16, u64>>,
@@ -152,6 +193,10 @@ impl Shared {
         if let Some(q) = update.queue_limit {
             s.queue_limit = q;
         }
+        if let Some(f) = update.spread {
+            // (Validated on `/_control`; a caller in code gets it clamped.)
+            s.spread = if f.is_nan() { 0.0 } else { f.clamp(0.0, 1.0) };
+        }
     }
 
     fn count_served(&self, status: u16) {
@@ -178,6 +223,7 @@ impl Shared {
             service_ms: u64::try_from(s.service_time.as_millis()).unwrap_or(u64::MAX),
             mode: s.mode,
             queue_limit: s.queue_limit,
+            spread: s.spread,
         }
     }
 }
@@ -211,6 +257,7 @@ impl SimApp {
             gate: Gate::new(settings.capacity),
             settings: Mutex::new(settings),
             received: AtomicU64::new(0),
+            draws: AtomicU64::new(0),
             health_checks: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             served: Mutex::new(BTreeMap::new()),

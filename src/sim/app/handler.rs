@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Notify;
 
 use super::gate::Refused;
-use super::{ControlUpdate, Mode, Shared};
+use super::{spread_service, ControlUpdate, Mode, Shared};
 
 /// Largest request body read (and discarded) by the app; larger bodies are cut off.
 const MAX_BODY: usize = 1 << 20;
@@ -64,7 +64,9 @@ pub(super) async fn handle(
         Mode::Normal => match shared.gate.admit(settings.queue_limit).await {
             Ok(slot) => {
                 // Read again: the service time may have changed while this one waited.
-                let service_time = shared.settings().service_time;
+                let settings = shared.settings();
+                let n = shared.draws.fetch_add(1, Ordering::Relaxed);
+                let service_time = spread_service(settings.service_time, settings.spread, n);
                 tokio::time::sleep(service_time).await;
                 drop(slot);
                 StatusCode::OK
@@ -92,14 +94,17 @@ async fn control(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes
             )
         }
     };
-    match serde_json::from_slice::<ControlUpdate>(&bytes) {
+    let parsed = serde_json::from_slice::<ControlUpdate>(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|update| update.validate().map(|()| update));
+    match parsed {
         Ok(update) => {
             shared.apply(&update);
             let body = serde_json::to_vec(&shared.stats()).unwrap_or_default();
             json(StatusCode::OK, Bytes::from(body))
         }
         Err(e) => {
-            let body = serde_json::json!({ "error": e.to_string() }).to_string();
+            let body = serde_json::json!({ "error": e }).to_string();
             json(StatusCode::BAD_REQUEST, Bytes::from(body))
         }
     }
