@@ -38,7 +38,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ctx = scenarios.Ctx(procs, args.out, args.quick)
     steps = [("1", scenarios.passthrough), ("2", scenarios.overload),
-             ("3", scenarios.capacity_cut), ("4", scenarios.app_failure)]
+             ("3", scenarios.capacity_cut), ("4", scenarios.app_failure),
+             ("5", scenarios.slower_app)]
     only = set(filter(None, args.only.split(",")))
     started = time.monotonic()
     sections = []

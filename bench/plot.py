@@ -1,5 +1,5 @@
 """Draw per-second successes and success p99 per priority per target from the JSON
-reports in DIR (overload-*.json, cut-*.json, failure-*-N-*.json) into DIR/*.png.
+reports in DIR (overload-*.json, cut-*.json, slower-*.json, failure-*-N-*.json) into DIR/*.png.
 
     python3 bench/plot.py DIR
 
@@ -73,7 +73,8 @@ def main():
         print("[plot] matplotlib not installed: plots skipped (pip install matplotlib)")
         return 0
     for prefix, title in (("overload", "Overload 2x: 4 x 200 req/s, capacity 400 req/s"),
-                          ("cut", "Capacity cut: 4 x 100 req/s, capacity 20 -> 7")):
+                          ("cut", "Capacity cut: 4 x 100 req/s, capacity 20 -> 7"),
+                          ("slower", "A slower app: 4 x 200 req/s, 50 -> 58 ms +-50 %")):
         per_target = {}
         for t in TARGETS:
             path = os.path.join(out_dir, f"{prefix}-{t}.json")

@@ -3,7 +3,7 @@
 # HAProxy with priority queuing and sluice side by side, write DIR/results.md, the raw
 # JSON reports and (when matplotlib is available) the plots.
 #
-#   bash bench/run.sh [--quick] [--out DIR] [--only 1,2,3,4]
+#   bash bench/run.sh [--quick] [--out DIR] [--only 1,2,3,4,5]
 #
 # --quick runs every scenario for a few seconds (the CI smoke). Exit status: non-zero
 # when a scenario crashes; performance numbers never fail the run.
@@ -18,7 +18,7 @@ while [[ $# -gt 0 ]]; do
     --quick) quick="--quick"; shift ;;
     --out) out="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
-    *) echo "usage: bench/run.sh [--quick] [--out DIR] [--only 1,2,3,4]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [--quick] [--out DIR] [--only 1,2,3,4,5]" >&2; exit 2 ;;
   esac
 done
 

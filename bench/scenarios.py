@@ -321,3 +321,52 @@ def app_failure(ctx):
     md += table(["target", "recovered after", "ok/sent per second"], recov)
     md += notes(ctx, ["failure"])
     return md
+
+
+SLOW_SPREAD = 0.5
+SLOW_MS = 58
+
+
+def slower_app(ctx):
+    """The app gets 16 % slower mid-run with the same workers (a throttled CPU, a slower
+    database), under 2x overload, service times spread +-50 % as a real app's are. The
+    concurrency the app can take does not change; an adaptive limit that reads the
+    slower answers as a queue cuts it anyway."""
+    dur, at, tmo = (8, 3, 3) if ctx.quick else (30, 8, 10)
+    rows = []
+    for t in PEERS:
+        def go(port, t=t):
+            path = ctx.path(f"slower-{t}.json")
+            warm = 1 if ctx.quick else 3
+            ctx.procs.load(port, 50, warm, ctx.path(f"warmup-slower-{t}.json"), tmo)
+            cmd = ctx.procs.load_cmd(port, 200, dur, path, tmo)
+            with open(ctx.path("load.log"), "ab") as log:
+                gen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+                ctx.procs.live.append(gen)
+                time.sleep(at)
+                ctx.procs.control({"service_ms": SLOW_MS})
+                if gen.wait(timeout=dur + tmo + 30) != 0:
+                    raise RuntimeError(f"load generator failed against {t}")
+                ctx.procs.live.remove(gen)
+            with open(path) as f:
+                return json.load(f)
+        rep = ctx.run(t, go, "slower", spread=SLOW_SPREAD)
+        crit = stream(rep, "critical")
+        p99 = series_p99_ms(rep, "critical")
+        after = [v for v in p99[at + 1:dur] if v is not None]
+        slow_capacity = 20 / (SLOW_MS / 1000)
+        gp = goodput(rep, at + 1, dur)
+        rows.append([t, goodput(rep, 1, at), gp, 100.0 * gp / slow_capacity,
+                     100.0 * crit["successes"] / max(crit["sent"], 1),
+                     success_p(crit, "p99"), max(after) if after else None,
+                     " ".join(fmt(v, 0) for v in p99[:dur])])
+    md = (f"## 5. A slower app\n\nApp capacity 20, service times 50 ms ± {SLOW_SPREAD:.0%} "
+          f"(uniform); 4 × 200 req/s (2×) for {dur} s; at {at} s every service time grows "
+          f"to {SLOW_MS} ms ± {SLOW_SPREAD:.0%} (1.16×, the same 20 workers: capacity "
+          f"{20 / (SLOW_MS / 1000):.0f} req/s). The app can take as many requests at once as "
+          "before; only its answers are slower, as with a throttled CPU or a slower database.\n\n")
+    md += table(["target", "goodput before", f"goodput after (from {at + 1} s)",
+                 "% of capacity after", "critical served %", "critical p99 ms",
+                 "worst second's critical p99 after", "critical p99 ms per second"], rows)
+    md += notes(ctx, ["slower"])
+    return md
