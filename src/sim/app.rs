@@ -75,7 +75,7 @@ pub struct SimSettings {
     pub queue_limit: usize,
     /// Service times are spread uniformly over `service_time × [1 - spread, 1 + spread]`
     /// (0 to 1; 0: every request takes `service_time`), as a real app's are. The draws
-    /// are deterministic, one per request in arrival order.
+    /// are deterministic, one per request in the order they enter service.
     pub spread: f64,
 }
 
