@@ -30,16 +30,21 @@ async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Bytes)> {
     control::exchange(addr, Method::GET, path, Bytes::new()).await
 }
 
-/// Send `n` requests at once, each on its own connection; elapsed time and status of each.
+/// Send `n` requests at once, each on its own connection; the time each took from the
+/// common start, and its status, sorted.
 async fn concurrent(addr: SocketAddr, n: usize) -> Vec<(Duration, u16)> {
     let start = Instant::now();
     let tasks: Vec<_> = (0..n)
-        .map(|_| tokio::spawn(async move { get(addr, "/work").await.unwrap().0 }))
+        .map(|_| {
+            tokio::spawn(async move {
+                let status = get(addr, "/work").await.unwrap().0;
+                (start.elapsed(), status)
+            })
+        })
         .collect();
     let mut out = Vec::new();
     for t in tasks {
-        let status = t.await.unwrap();
-        out.push((start.elapsed(), status));
+        out.push(t.await.unwrap());
     }
     out.sort();
     out
@@ -127,22 +132,8 @@ async fn control_spreads_service_times_and_rejects_a_spread_out_of_range() {
         .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""spread":0.5"#), "{body}");
-    // Each request's own time (all 40 are in service at once).
-    let addr = app.addr();
-    let tasks: Vec<_> = (0..40)
-        .map(|_| {
-            tokio::spawn(async move {
-                let start = Instant::now();
-                let status = get(addr, "/work").await.unwrap().0;
-                (start.elapsed(), status)
-            })
-        })
-        .collect();
-    let mut done = Vec::new();
-    for t in tasks {
-        done.push(t.await.unwrap());
-    }
-    done.sort();
+    // All 40 are in service at once: each one's time is its own service time.
+    let done = concurrent(app.addr(), 40).await;
     assert!(done.iter().all(|&(_, s)| s == 200), "{done:?}");
     let (first, last) = (done[0].0, done[39].0);
     assert!(first < Duration::from_millis(80), "{done:?}");
