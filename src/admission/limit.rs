@@ -597,13 +597,18 @@ impl GradientLimit {
         if self.pending.0 < decide_samples(self.pending.2 / self.pending.0) {
             return self.limit();
         }
-        let ratio = self.pending.1 / self.pending.0 / baseline;
+        let (n, spread) = (self.pending.0, self.pending.2 / self.pending.0);
+        let ratio = self.pending.1 / n / baseline;
         self.pending = (0.0, 0.0, 0.0);
         let bound = (self.limit - sample.lane as f64).max(1.0);
         // A critical request in the lane adds to everyone's latency too (it waits for a
         // completion): under a request's worth is left alone, and the step is whole
-        // requests, rounded down, so a limit at capacity is not stepped under it.
-        let queued = bound - bound / ratio;
+        // requests, rounded down, so a limit at capacity is not stepped under it. Nothing
+        // here steps the limit back up (that waits for the probe), so noise alone would
+        // ratchet it down: what counts is the queue less one standard error of the
+        // pooled mean (0.55 of a request at C = 20 over 120 completions spread ±50 %).
+        let noise = bound * ONE_NOISE * (spread / DECIDE_SPREAD) / n.sqrt();
+        let queued = bound - bound / ratio - noise;
         if queued >= 1.0 {
             if self.slid(ratio) {
                 // The dip needs the app's queue in view: probe without the lane next.
