@@ -10,7 +10,8 @@ import time
 import harness
 import idle_conns
 from summary import (OVERLOAD_HEADERS, fmt, goodput, overload_rows, per_second,
-                     recovery_s, series_p99_ms, stream, success_p, table)
+                     recovery_s, refusal_p99, send_lag_p99, series_p99_ms, stream,
+                     success_p, table)
 
 PEERS = ["direct", "haproxy-prio", "sluice"]
 # Seconds after closing the idle connections at which memory is read the second time.
@@ -302,10 +303,13 @@ def app_failure(ctx):
             ok = sum(s["successes"] for s in rep["streams"])
             refused = sum(s["refusals"]["total"] for s in rep["streams"])
             errs = sum(s["client_errors"]["total"] for s in rep["streams"])
-            p99s = [s["refusal_latency_us"]["p99"] / 1000 for s in rep["streams"]
-                    if s["refusal_latency_us"]["count"]]
+            p99s = [refusal_p99(s) for s in rep["streams"] if refusal_p99(s) is not None]
+            sent_p99s = [v for v in (refusal_p99(s, "refusal_from_send_us")
+                                     for s in rep["streams"]) if v is not None]
+            lag = max(send_lag_p99(s) or 0.0 for s in rep["streams"])
             rows.append([t, f"{i + 1}: {mode}", secs, sent, ok, refused, errs,
-                         max(p99s) if p99s else None, reached])
+                         max(p99s) if p99s else None,
+                         max(sent_p99s) if sent_p99s else None, lag, reached])
             if i == len(phases) - 1:
                 sent_s = per_second(rep, "sent")
                 ok_s = per_second(rep, "successes")
@@ -316,7 +320,8 @@ def app_failure(ctx):
           + ", ".join(f"{m} {s} s" for m, s in phases)
           + ". `reached app` = the app's `received` delta minus health probes.\n\n")
     md += table(["target", "phase", "s", "sent", "ok", "refused (5xx/429)", "client errors",
-                 "refusal p99 ms (worst stream)", "reached app"], rows)
+                 "refusal p99 ms (worst stream)", "from send, p99 ms", "send lag p99 ms",
+                 "reached app"], rows)
     md += "\nRecovery in the last phase (first second with ≥ 99 % served):\n\n"
     md += table(["target", "recovered after", "ok/sent per second"], recov)
     md += notes(ctx, ["failure"])

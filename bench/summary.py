@@ -36,9 +36,15 @@ def success_p(s, q):
     return ms(lat[q]) if lat["count"] else None
 
 
-def refusal_p99(s):
-    lat = s["refusal_latency_us"]
-    return ms(lat["p99"]) if lat["count"] else None
+def refusal_p99(s, key="refusal_latency_us"):
+    """p99 of a stream's refusals from the intended send time, or with
+    `key="refusal_from_send_us"` from the actual send (without the generator's lag)."""
+    lat = s.get(key)
+    return ms(lat["p99"]) if lat and lat["count"] else None
+
+
+def send_lag_p99(s):
+    return ms(s["send_lag_us"]["p99"]) if s["send_lag_us"]["count"] else None
 
 
 def per_second(report, field):
@@ -77,10 +83,12 @@ def overload_rows(target, report, capacity_rps, skip_s, end_s):
     for s in report["streams"]:
         err = s["client_errors"]["total"]
         rows.append([target, s["name"], s["sent"], served_pct(s), success_p(s, "p50"),
-                     success_p(s, "p99"), s["refusals"]["total"], refusal_p99(s), err])
+                     success_p(s, "p99"), s["refusals"]["total"], refusal_p99(s),
+                     refusal_p99(s, "refusal_from_send_us"), send_lag_p99(s), err])
     gp = goodput(report, skip_s, end_s)
     return rows, gp, 100.0 * gp / capacity_rps
 
 
 OVERLOAD_HEADERS = ["target", "priority", "sent", "served %", "ok p50 ms", "ok p99 ms",
-                    "refused", "refusal p99 ms", "client errors"]
+                    "refused", "refusal p99 ms", "from send, p99 ms", "send lag p99 ms",
+                    "client errors"]

@@ -292,6 +292,10 @@ async fn failing_and_resetting_apps_are_counted_apart() {
         report.table()
     );
     assert_eq!(s.refusal_latency.count(), 30);
+    // From the actual send: the same refusals, none later than from the intended time.
+    assert_eq!(s.refusal_from_send.count(), 30);
+    assert!(s.refusal_from_send.max() <= s.refusal_latency.max());
+    assert!(s.refusal_from_send.quantile(0.5) <= s.refusal_latency.quantile(0.5));
 
     app.control(&ControlUpdate {
         mode: Some(Mode::Reset),

@@ -93,6 +93,10 @@ pub struct StreamReport {
     pub success_latency: Histogram,
     /// Same, for refusals.
     pub refusal_latency: Histogram,
+    /// Microseconds from the start of the send to the complete refusal: the refusal's
+    /// latency without the generator's own lateness (`send_lag`), which on a busy
+    /// machine can be most of it.
+    pub refusal_from_send: Histogram,
     /// Microseconds from intended send to the start of the send: the generator's own
     /// lateness, already included in the latencies above.
     pub send_lag: Histogram,
@@ -110,6 +114,7 @@ impl StreamReport {
             errors: ClientErrors::default(),
             success_latency: Histogram::new(),
             refusal_latency: Histogram::new(),
+            refusal_from_send: Histogram::new(),
             send_lag: Histogram::new(),
             series: Vec::new(),
         }
@@ -167,7 +172,11 @@ impl StreamReport {
         };
         match kind {
             Kind::Success => self.success_latency.record_duration(latency),
-            Kind::Refusal => self.refusal_latency.record_duration(latency),
+            Kind::Refusal => {
+                self.refusal_latency.record_duration(latency);
+                self.refusal_from_send
+                    .record_duration(done.finished.saturating_duration_since(done.started));
+            }
             Kind::Error => {}
         }
         if let Some(s) = self.second(offset) {
@@ -243,6 +252,7 @@ impl StreamReport {
             },
             "success_latency_us": latency_json(&self.success_latency),
             "refusal_latency_us": latency_json(&self.refusal_latency),
+            "refusal_from_send_us": latency_json(&self.refusal_from_send),
             "send_lag_us": latency_json(&self.send_lag),
             "series": series,
         })
@@ -319,7 +329,10 @@ impl LoadReport {
                 s.successes as f64 / secs
             );
         }
-        let _ = writeln!(out, "\nlatency, ms from intended send time");
+        let _ = writeln!(
+            out,
+            "\nlatency, ms from intended send time († from the actual send)"
+        );
         let _ = writeln!(
             out,
             "{:<14} {:<8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
@@ -329,6 +342,7 @@ impl LoadReport {
             for (kind, h) in [
                 ("ok", &s.success_latency),
                 ("refused", &s.refusal_latency),
+                ("refused†", &s.refusal_from_send),
                 ("send lag", &s.send_lag),
             ] {
                 if h.count() == 0 {
