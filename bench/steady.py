@@ -39,6 +39,10 @@ def main():
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--fixed", type=int)
     ap.add_argument("--target", default="sluice", choices=["sluice", "haproxy-prio", "direct"])
+    ap.add_argument("--slow-at", type=float,
+                    help="seconds into the overload at which every service time grows "
+                         "to --slow-ms (as in scenario 5)")
+    ap.add_argument("--slow-ms", type=int, default=58)
     ap.add_argument("--out", default="target/steady")
     args = ap.parse_args()
     # As run.sh's `ulimit -n`: HAProxy's config asks for 20,000 descriptors.
@@ -88,6 +92,11 @@ def main():
 
         th = threading.Thread(target=sample, daemon=True)
         th.start()
+        if args.slow_at is not None:
+            def slow():
+                time.sleep(args.slow_at)
+                p.control({"service_ms": args.slow_ms})
+            threading.Thread(target=slow, daemon=True).start()
         rep = p.load(port, 200, args.duration, os.path.join(out, "load.json"), 10)
         stop.set()
         th.join(timeout=5)
@@ -102,7 +111,13 @@ def main():
     print(f"{args.target}, spread {args.spread}, fixed {args.fixed}: "
           f"goodput {ok / args.duration:.1f} req/s (capacity 400)")
     for s in rep["streams"]:
-        print(f"  {s['name']}: {s['successes']} of {s['sent']} served")
+        p99 = s["success_latency_us"]["p99"] / 1000 if s["successes"] else None
+        print(f"  {s['name']}: {s['successes']} of {s['sent']} served, p99 {p99} ms")
+    crit = next((s for s in rep["streams"] if s["name"] == "critical"), None)
+    if crit:
+        print("  critical p99 ms per second: " + " ".join(
+            f"{sec['success_p99_us'] / 1000:.0f}" if sec["successes"] else "-"
+            for sec in crit["series"]))
     steady = samples[20:]
     if steady:
         mean = lambda i: sum(s[i] for s in steady) / len(steady)  # noqa: E731

@@ -140,10 +140,15 @@ const RAMP_STILL_MS: u16 = 500;
 /// Share of the gap to a decision's capacity estimate the smoothed one closes.
 const CAPACITY_GAIN: f64 = 0.5;
 
-/// Latency above baseline × this counts as elevated (a queue or a slower app); such
-/// windows feed the re-base test. Above window noise; the re-base test itself tells a
-/// queue from a slower app, so windows at equilibrium may be elevated too (at C = 4).
+/// Latency above baseline × this counts as elevated (a queue or a slower app): the
+/// window after a dip is judged only if it is. Above window noise.
 const ELEVATED: f64 = 1.2;
+/// Windows with latency at or above baseline × this feed the re-base test, and one
+/// under it clears the test's history. The re-base test itself tells a queue from a
+/// slower app, so windows at equilibrium may be in it too (at C = 4). At 1.2, noise
+/// about an app 1.15-1.3× slower wiped the history window after window, and the limit
+/// fell to 5-8 of 20 before two windows were left to compare (simulation, 8 seeds).
+const ELEVATED_KEEP: f64 = 1.1;
 /// Two elevated windows whose concurrency differs at least this much ...
 const REBASE_SPREAD: f64 = 1.5;
 /// ... and whose latencies are within this ratio of each other (either way) show latency
@@ -190,6 +195,9 @@ pub struct GradientLimit {
     recover_to: Option<f64>,
     /// `(limit, concurrency, rtt_avg seconds)` of the current streak of elevated windows.
     elevated: Vec<(f64, f64, f64)>,
+    /// Where the slow start after a re-base ends at the latest (TCP's ssthresh): the
+    /// highest limit of the streak that showed the app slower, not queued.
+    restart_to: Option<f64>,
     /// The capacity estimate (limit × baseline / rtt), smoothed over limit-bound windows.
     capacity: Option<f64>,
     /// Completions, their summed latency (seconds) and summed [`spread`], pooled since
@@ -252,6 +260,7 @@ impl GradientLimit {
             cold_rtt: (0.0, 0.0),
             recover_to: None,
             elevated: Vec::with_capacity(HISTORY),
+            restart_to: None,
             capacity: None,
             pending: (0.0, 0.0, 0.0),
             pending_at: 0.0,
@@ -451,17 +460,21 @@ impl GradientLimit {
             }
         }
 
-        if ratio >= ELEVATED {
+        if ratio >= ELEVATED_KEEP {
             if self.elevated.len() == HISTORY {
                 self.elevated.remove(0);
             }
             self.elevated
                 .push((self.limit, concurrency(sample, self.limit), rtt));
             if let Some(rebased) = flat_latency(&self.elevated) {
-                // Latency did not follow our back-off: the app itself got slower.
+                // Latency did not follow our back-off: the app itself got slower, with
+                // as much concurrency as before (at least up to the highest limit that
+                // showed it), so slow start goes back there and no further.
+                let highest = self.elevated.iter().map(|e| e.0).fold(self.limit, f64::max);
                 self.baseline = Some(rebased);
                 self.elevated.clear();
                 self.slow_start = true;
+                self.restart_to = Some(highest);
                 return self.limit();
             }
         } else {
