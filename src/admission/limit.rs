@@ -419,6 +419,7 @@ impl GradientLimit {
                 DROP_FACTOR
             };
             self.slow_start = false;
+            self.restart_to = None;
             self.elevated.clear();
             self.recover_to.get_or_insert(self.limit);
             // Of the limit in force (as enforced, rounded).
