@@ -205,6 +205,9 @@ pub struct GradientLimit {
     pending: (f64, f64, f64),
     /// ... at this limit.
     pending_at: f64,
+    /// The mean [`spread`] the last decision pooled: what a dip that starts from it
+    /// measures for (see `dip::Dip::needed`).
+    decided_spread: f64,
     /// Seconds of windows since the limit (as enforced) last changed.
     since_change: f64,
     /// Decisions in a row that found no queue.
@@ -264,6 +267,7 @@ impl GradientLimit {
             capacity: None,
             pending: (0.0, 0.0, 0.0),
             pending_at: 0.0,
+            decided_spread: DECIDE_SPREAD,
             since_change: 0.0,
             growing: 0,
             slide: None,
@@ -523,6 +527,7 @@ impl GradientLimit {
         }
         let rtt = if large { rtt } else { pooled };
         let backed = enough || ratio < FASTER_AT_ONCE;
+        self.decided_spread = self.pending.2 / self.pending.0;
         self.pending = (0.0, 0.0, 0.0);
         let ratio = if ratio < FASTER && backed {
             // Markedly faster than the baseline at full use: the app itself got faster,
@@ -585,14 +590,24 @@ impl GradientLimit {
         if large && next < self.limit * BACKED_OFF {
             // A back-off from a real queue: the dip waits until the limit has settled.
             // (Not from small, pooled steps: those are what a baseline too low does to
-            // the limit, and only a dip shows it.)
-            self.dip_in = self.dip_in.max(DIP_SOON);
+            // the limit, and only a dip shows it. Nor when a slide made the dip due: then
+            // latency did not follow the limit down, and the back-off is likely more of
+            // the same.)
+            if self.slid_from.is_none() {
+                self.dip_in = self.dip_in.max(DIP_SOON);
+            }
         }
         if !large && next < self.limit - 0.5 {
             self.slid(ratio);
-        } else if large || next > self.limit + 0.5 {
-            // (A hold says nothing either way; a large step is the gradient's and the
-            // re-base test's.)
+        } else if large && next < self.limit - 0.5 {
+            // A large step down is part of a slide too (noise puts some of a slower
+            // app's windows over the large threshold): it starts one, or the one under
+            // way goes on across it, to be judged at the next small step.
+            if self.slide.is_none() {
+                self.slide = Some((self.limit, ratio, baseline));
+            }
+        } else if next > self.limit + 0.5 {
+            // (A hold says nothing either way.)
             self.slide = None;
         }
         self.step_or_dip(next, capacity, smoothed, ceiling, rtt)

@@ -74,8 +74,13 @@ pub(super) struct Dip {
     dipped: f64,
     /// ... held up by the depth cap.
     capped: bool,
-    /// Completions, their summed latency and summed [`spread`] in the windows measured.
+    /// Completions, their summed latency and summed [`spread`] in the windows measured ...
     measured: (f64, f64, f64),
+    /// ... and how many are enough, set when the dip starts from the spread the decision
+    /// before it pooled. (From the dip's own windows, a window faster by chance has a
+    /// smaller spread, `1 - min / avg`, and ends the dip sooner: optional stopping that
+    /// biased the measurement low.)
+    needed: f64,
     /// Due to a slide from this limit (see `GradientLimit::slid`): latency had already
     /// not followed the limit down over a tenth of it.
     slid_from: Option<f64>,
@@ -147,6 +152,7 @@ impl GradientLimit {
             dipped,
             capped: wanted < floor,
             measured: (0.0, 0.0, 0.0),
+            needed: decide_samples(self.decided_spread),
             slid_from,
         }));
         self.set(dipped)
@@ -176,8 +182,7 @@ impl GradientLimit {
             dip.measured.1 += n * rtt;
             dip.measured.2 += n * spread(sample);
         }
-        let enough = dip.measured.0 > 0.0
-            && dip.measured.0 >= decide_samples(dip.measured.2 / dip.measured.0);
+        let enough = dip.measured.0 > 0.0 && dip.measured.0 >= dip.needed;
         if !enough && dip.windows < DIP_MAX_WINDOWS {
             self.dip = Some(dip);
             return self.limit();
@@ -189,9 +194,11 @@ impl GradientLimit {
             return self.limit();
         }
         let rtt = dip.measured.1 / dip.measured.0;
-        if rtt > dip.cruise_rtt * DIP_SLOWER {
+        if rtt > dip.cruise_rtt * DIP_SLOWER && dip.slid_from.is_none() {
             // Slower at less concurrency: the app changed during the dip (a capacity cut,
-            // a slower app); that is for the gradient and the re-base test.
+            // a slower app); that is for the gradient and the re-base test. (Not after a
+            // slide: latency was flat over a tenth of the limit and more, and one window
+            // before the dip is a noisy thing to be slower than.)
             self.dip_in = DIP_SOON;
             return self.limit();
         }
@@ -208,9 +215,10 @@ impl GradientLimit {
         let far = (rtt / baseline).ln().abs() > DIP_FAR * noise.max(DIP_AGREE / DIP_FAR);
         // After a slide (latency flat over a tenth of the limit and more), a dip slower
         // than the baseline that did not still queue is a third look that says the
-        // same: the app is this slow. (A shallow dip's own elasticity is mostly noise.)
+        // same: the app is this slow. (A shallow dip's own elasticity is mostly noise.
+        // One that agrees with the baseline says the slide was a queue after all.)
         let flat = elastic < DIP_FLAT;
-        let slid = dip.slid_from.is_some() && rtt > baseline && elastic < DIP_ELASTIC;
+        let slid = dip.slid_from.is_some() && !agreed && rtt > baseline && elastic < DIP_ELASTIC;
         let gain = if slid || (far && (rtt < baseline || flat)) {
             1.0
         } else {
