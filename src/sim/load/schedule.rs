@@ -28,19 +28,26 @@ pub(super) type Dropped = Arc<[AtomicU64]>;
 /// Arrival times of one stream, relative to the start.
 struct Arrival {
     rate: f64,
+    /// Even spacing: where in its gap this stream sends, as a share of the gap.
+    phase: f64,
     next: Option<Duration>,
     index: u64,
     rng: Option<XorShift>,
 }
 
 impl Arrival {
-    fn new(rate: f64, arrivals: Arrivals, stream: usize) -> Self {
+    /// Stream `stream` of `streams`. Evenly spaced streams are interleaved: stream `i`
+    /// sends `i / streams` of a gap after stream 0, so streams of the same rate do not
+    /// all send at the same instant (a burst no set of independent clients makes, which
+    /// made the last of each burst wait for the others in the generator and the proxy).
+    fn new(rate: f64, arrivals: Arrivals, stream: usize, streams: usize) -> Self {
         let rng = match arrivals {
             Arrivals::Even => None,
             Arrivals::Poisson { seed } => Some(XorShift::new(seed ^ (stream as u64 + 1))),
         };
         let mut a = Self {
             rate,
+            phase: stream as f64 / streams.max(1) as f64,
             next: None,
             index: 0,
             rng,
@@ -49,10 +56,10 @@ impl Arrival {
         a
     }
 
-    /// Offset of the first send for even spacing (0), or a random gap for Poisson.
+    /// Offset of the next send for even spacing, or a random gap for Poisson.
     fn gap(&mut self) -> Duration {
         match &mut self.rng {
-            None => Duration::from_secs_f64(self.index as f64 / self.rate),
+            None => Duration::from_secs_f64((self.index as f64 + self.phase) / self.rate),
             Some(rng) => Duration::from_secs_f64(-(1.0 - rng.unit()).ln() / self.rate),
         }
     }
@@ -80,7 +87,7 @@ pub(super) fn spawn(
     let mut streams: Vec<Arrival> = rates
         .iter()
         .enumerate()
-        .map(|(i, &r)| Arrival::new(r, arrivals, i))
+        .map(|(i, &r)| Arrival::new(r, arrivals, i, rates.len()))
         .collect();
     std::thread::Builder::new()
         .name("sluice-bench-schedule".into())
@@ -143,7 +150,7 @@ mod tests {
 
     #[test]
     fn even_spacing_has_exact_count() {
-        let mut a = Arrival::new(100.0, Arrivals::Even, 0);
+        let mut a = Arrival::new(100.0, Arrivals::Even, 3, 4);
         let mut n = 0;
         while a.next.is_some_and(|t| t < Duration::from_secs(2)) {
             n += 1;
@@ -153,9 +160,26 @@ mod tests {
     }
 
     #[test]
+    fn even_streams_of_one_rate_are_interleaved_not_sent_at_once() {
+        // Four streams at 100/s: one send every 2.5 ms in turn, not four every 10 ms.
+        let firsts: Vec<Duration> = (0..4)
+            .map(|i| {
+                Arrival::new(100.0, Arrivals::Even, i, 4)
+                    .next
+                    .unwrap_or_default()
+            })
+            .collect();
+        let ms = |m: f64| Duration::from_secs_f64(m / 1e3);
+        assert_eq!(firsts, [ms(0.0), ms(2.5), ms(5.0), ms(7.5)]);
+        let mut a = Arrival::new(100.0, Arrivals::Even, 2, 4);
+        a.advance();
+        assert_eq!(a.next, Some(ms(15.0)));
+    }
+
+    #[test]
     fn poisson_mean_gap_matches_rate_and_is_reproducible() {
         let count = |seed| {
-            let mut a = Arrival::new(1000.0, Arrivals::Poisson { seed }, 0);
+            let mut a = Arrival::new(1000.0, Arrivals::Poisson { seed }, 0, 1);
             let mut n = 0u32;
             while a.next.is_some_and(|t| t < Duration::from_secs(20)) {
                 n += 1;
