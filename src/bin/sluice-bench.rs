@@ -60,8 +60,8 @@ enum Command {
         /// Per-request timeout from the intended send time, in seconds.
         #[arg(long, default_value_t = 20.0)]
         timeout_s: f64,
-        /// Poisson arrivals from this seed instead of evenly spaced sends (streams
-        /// interleaved: stream i of n sends i/n of a gap after stream 0).
+        /// Poisson arrivals from this seed. Without it, each stream's sends are evenly
+        /// spaced, and streams interleaved (stream i of n sends i/n of a gap later).
         #[arg(long)]
         poisson_seed: Option<u64>,
     },

@@ -1435,6 +1435,24 @@ fn settles_as_well_behind_a_queue_and_a_network() {
     }
 }
 
+/// The bench's scenario 5 in the simulation: C = 20, 50 ms ± 50 %, 2x, a quarter critical,
+/// sluice's own queue, 0.5 ms each way between sluice and the app; 100 windows to settle,
+/// then the app `factor` × slower, and the 200 windows after it measured.
+fn scenario_5(factor: f64, seed: u64) -> Stretch {
+    let (service, len) = (Duration::from_millis(50), Duration::from_millis(100));
+    let mut sim = Sim::new(20, service, 2.0);
+    sim.rng ^= (seed + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    sim.critical_every = 4;
+    sim.waiting_max = 20;
+    sim.transit_ns = 500_000;
+    let mut limiter = GradientLimit::new(settings());
+    for _ in 0..100 {
+        step(&mut sim, &mut limiter, len);
+    }
+    sim.service_ns = service.mul_f64(factor).as_nanos() as u64;
+    stretch(&mut sim, &mut limiter, len, 0, 200)
+}
+
 #[test]
 fn an_app_slower_by_about_the_re_base_threshold_does_not_spiral_the_limit_down() {
     // As in the bench's scenario 5 (C = 20, 50 ms ± 50 %, 2x, a quarter critical, sluice's
@@ -1451,18 +1469,7 @@ fn an_app_slower_by_about_the_re_base_threshold_does_not_spiral_the_limit_down()
     // slowdown, and its dips took 4 s to settle).
     for factor in [1.15, 1.2, 1.25, 1.3] {
         for seed in 0..8u64 {
-            let (service, len) = (Duration::from_millis(50), Duration::from_millis(100));
-            let mut sim = Sim::new(20, service, 2.0);
-            sim.rng ^= (seed + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-            sim.critical_every = 4;
-            sim.waiting_max = 20;
-            sim.transit_ns = 500_000;
-            let mut limiter = GradientLimit::new(settings());
-            for _ in 0..100 {
-                step(&mut sim, &mut limiter, len);
-            }
-            sim.service_ns = service.mul_f64(factor).as_nanos() as u64;
-            let s = stretch(&mut sim, &mut limiter, len, 0, 200);
+            let s = scenario_5(factor, seed);
             eprintln!("x{factor} seed {seed}: {s:?}");
             assert!(s.lo >= 10, "x{factor} seed {seed}: {s:?}");
             // The slow start after the re-base stops where the slowdown began (it ran
@@ -1484,18 +1491,7 @@ fn a_slower_app_loses_less_to_the_spiral_over_many_seeds() {
     let (mut lows, mut poor, mut n) = (0usize, 0usize, 0usize);
     for factor in [1.1, 1.15, 1.2, 1.25, 1.3] {
         for seed in 0..64u64 {
-            let (service, len) = (Duration::from_millis(50), Duration::from_millis(100));
-            let mut sim = Sim::new(20, service, 2.0);
-            sim.rng ^= (seed + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-            sim.critical_every = 4;
-            sim.waiting_max = 20;
-            sim.transit_ns = 500_000;
-            let mut limiter = GradientLimit::new(settings());
-            for _ in 0..100 {
-                step(&mut sim, &mut limiter, len);
-            }
-            sim.service_ns = service.mul_f64(factor).as_nanos() as u64;
-            let s = stretch(&mut sim, &mut limiter, len, 0, 200);
+            let s = scenario_5(factor, seed);
             lows += s.lo;
             poor += usize::from(s.goodput < 0.95);
             n += 1;
