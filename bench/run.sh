@@ -3,9 +3,11 @@
 # HAProxy with priority queuing and sluice side by side, write DIR/results.md, the raw
 # JSON reports and (when matplotlib is available) the plots.
 #
-#   bash bench/run.sh [--quick] [--out DIR] [--only 1,2,3,4,5]
+#   bash bench/run.sh [--quick] [--out DIR] [--only 1,2,3,4,5] [--idle poll|halt]
 #
-# --quick runs every scenario for a few seconds (the CI smoke). Exit status: non-zero
+# --quick runs every scenario for a few seconds (the CI smoke). --idle halt leaves idle
+# CPUs to halt; by default the run holds /dev/cpu_dma_latency at 0 so they poll
+# (bench/main.py, IdlePolling). Exit status: non-zero
 # when a scenario crashes; performance numbers never fail the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,12 +15,14 @@ cd "$(dirname "$0")/.."
 quick=""
 out="target/bench"
 only=""
+idle=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick="--quick"; shift ;;
     --out) out="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
-    *) echo "usage: bench/run.sh [--quick] [--out DIR] [--only 1,2,3,4,5]" >&2; exit 2 ;;
+    --idle) idle="$2"; shift 2 ;;
+    *) echo "usage: bench/run.sh [--quick] [--out DIR] [--only 1,2,3,4,5] [--idle poll|halt]" >&2; exit 2 ;;
   esac
 done
 
@@ -55,6 +59,7 @@ mkdir -p "$out"
 args=(--out "$out" --bin "$bin")
 [[ -n "$quick" ]] && args+=("$quick")
 [[ -n "$only" ]] && args+=(--only "$only")
+[[ -n "$idle" ]] && args+=(--idle "$idle")
 python3 bench/main.py "${args[@]}" &
 driver=$!
 wait "$driver"
