@@ -8,8 +8,9 @@
 //!
 //! Linux lets a sleep end up to the thread's timer slack late (50 µs by default) so
 //! that wake-ups can be coalesced; the schedule thread asks for 1 ns instead (see
-//! [`tighten_timer_slack`]), which took the median lateness of a 1.25 ms sleep from
-//! about 106 µs to 48 µs on the benchmark machine.
+//! [`tighten_timer_slack`]). On the benchmark machine that took a 1.25 ms sleep's median
+//! lateness from about 106 µs to 48 µs (a Python probe), and the generator's median send
+//! lag from about 0.14 ms to 0.07-0.10 ms (bench/README.md, "Reading the tables").
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -98,7 +99,7 @@ pub(super) fn spawn(
         .name("sluice-bench-schedule".into())
         .spawn(move || {
             if let Err(e) = tighten_timer_slack() {
-                eprintln!("sluice-bench: timer slack left at the default ({e}): sends may start up to 50 µs later");
+                eprintln!("sluice-bench: timer slack left as it was ({e}): sends may start later");
             }
             run(start, duration, &mut streams, &tx, &dropped);
         })
@@ -140,17 +141,22 @@ fn run(
     }
 }
 
-/// Sets the calling thread's timer slack to 1 ns through `/proc/<tid>/timerslack_ns`
-/// (the thread's own, which needs no privilege a process lacks over itself; `prctl`
-/// would need `unsafe`). `/proc/thread-self` names the thread as `<pid>/task/<tid>`.
+/// Sets the calling thread's timer slack to 1 ns (`prctl` would need `unsafe`). A
+/// thread may set its own without privilege.
 fn tighten_timer_slack() -> std::io::Result<()> {
+    std::fs::write(own_timer_slack_path()?, "1")
+}
+
+/// `/proc/<tid>/timerslack_ns` of the calling thread. `/proc/thread-self` names the
+/// thread as `<pid>/task/<tid>`, a directory that has no `timerslack_ns` of its own.
+fn own_timer_slack_path() -> std::io::Result<String> {
     let link = std::fs::read_link("/proc/thread-self")?;
     let tid = link
         .file_name()
         .and_then(|t| t.to_str())
         .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| std::io::Error::other(format!("unexpected /proc/thread-self: {link:?}")))?;
-    std::fs::write(format!("/proc/{tid}/timerslack_ns"), "1")
+    Ok(format!("/proc/{tid}/timerslack_ns"))
 }
 
 /// A small xorshift64* generator: enough for seeded, reproducible arrival gaps.
@@ -183,9 +189,8 @@ mod tests {
     use super::*;
 
     fn own_timer_slack() -> String {
-        let link = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
-        let tid = link.file_name().and_then(|t| t.to_str()).expect("a tid");
-        std::fs::read_to_string(format!("/proc/{tid}/timerslack_ns")).expect("timerslack_ns")
+        let path = own_timer_slack_path().expect("the thread's /proc entry");
+        std::fs::read_to_string(path).expect("timerslack_ns")
     }
 
     #[test]
