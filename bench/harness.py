@@ -67,6 +67,9 @@ class Procs:
         self.haproxy_fwd_port = free_port()
         self.sluice_port = free_port()
         self.sluice_obs_port = free_port()
+        # Prepended to every load generator command: main.py's GeneratorPriority sets it
+        # to `chrt -f 1` so the generator's sends keep their schedule.
+        self.load_prefix = []
 
     def _spawn(self, name, args):
         log = open(os.path.join(self.work_dir, f"{name}.log"), "ab")
@@ -191,7 +194,7 @@ backend app_prio
         for prio in PRIORITIES:
             rate = rates[prio] if isinstance(rates, dict) else rates
             args += ["--stream", f"name={prio},rate={rate},path=/work,header=x-priority:{prio}"]
-        return self.bench(*args)
+        return self.load_prefix + self.bench(*args)
 
     def load(self, port, rates, duration_s, json_path, timeout_s=10):
         """Run the load generator to the end; return its JSON report."""

@@ -4,10 +4,12 @@
 # JSON reports and (when matplotlib is available) the plots.
 #
 #   bash bench/run.sh [--quick] [--out DIR] [--only 1,2,3,4,5] [--idle poll|halt]
+#                     [--gen-sched fifo|other]
 #
 # --quick runs every scenario for a few seconds (the CI smoke). --idle halt leaves idle
 # CPUs to halt; by default the run holds /dev/cpu_dma_latency at 0 so they poll
-# (bench/main.py, IdlePolling). Exit status: non-zero
+# (bench/main.py, IdlePolling). --gen-sched other runs the load generator with normal
+# scheduling; by default it runs under `chrt -f 1` (GeneratorPriority). Exit status: non-zero
 # when a scenario crashes; performance numbers never fail the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,13 +18,15 @@ quick=""
 out="target/bench"
 only=""
 idle=""
+gensched=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) quick="--quick"; shift ;;
     --out) out="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --idle) idle="$2"; shift 2 ;;
-    *) echo "usage: bench/run.sh [--quick] [--out DIR] [--only 1,2,3,4,5] [--idle poll|halt]" >&2; exit 2 ;;
+    --gen-sched) gensched="$2"; shift 2 ;;
+    *) echo "usage: bench/run.sh [--quick] [--out DIR] [--only 1,2,3,4,5] [--idle poll|halt] [--gen-sched fifo|other]" >&2; exit 2 ;;
   esac
 done
 
@@ -60,6 +64,7 @@ args=(--out "$out" --bin "$bin")
 [[ -n "$quick" ]] && args+=("$quick")
 [[ -n "$only" ]] && args+=(--only "$only")
 [[ -n "$idle" ]] && args+=(--idle "$idle")
+[[ -n "$gensched" ]] && args+=(--gen-sched "$gensched")
 python3 bench/main.py "${args[@]}" &
 driver=$!
 wait "$driver"
