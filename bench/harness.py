@@ -53,6 +53,13 @@ def rss_kib(pid):
     return 0
 
 
+def tcp_out_segments():
+    """TCP segments sent by the whole machine so far (`/proc/net/snmp`, Tcp OutSegs)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("OutSegs")])
+
+
 class Procs:
     """Starts and owns the benchmark's processes."""
 

@@ -74,7 +74,11 @@ def passthrough(ctx):
         for t, port in ports.items():
             before = harness.sluice_counts(p.sluice_obs_port) if t == "sluice" else None
             cpu0 = harness.cpu_seconds(pids[t]) if pids[t] else None
+            segs0 = harness.tcp_out_segments()
             r = p.wrk(port, dur)
+            # The whole machine's, so wrk's and the app's too: 2 a request direct (request
+            # and response), 4 through a proxy that adds no packets of its own.
+            r["tcp_segments"] = (harness.tcp_out_segments() - segs0) / max(r["requests"], 1)
             if cpu0 is not None:
                 cpu1 = harness.cpu_seconds(pids[t])
                 # CPU per request: the proxy's own cost, a second view of the round.
@@ -117,7 +121,12 @@ def passthrough(ctx):
           "request (X-Forwarded-For, X-Forwarded-Proto, X-Request-Id both ways).\n\n")
     md += table(["target", "req/s", "p50 ms", "p99 ms", "× haproxy", "× haproxy-fwd", "× direct",
                  "req/s by round", "p99 ms by round", "non-2xx"], rows)
-    md += cpu_table(results, dur)
+    cpu = cpu_table(results, dur)
+    md += cpu
+    md += ("" if cpu else "\n") + (
+        "TCP segments sent per request by the whole machine (`/proc/net/snmp` OutSegs over "
+        "each round, divided by its requests; medians): "
+        + ", ".join(f"{t} {median(t, 'tcp_segments'):.2f}" for t in ports) + "\n")
     md += "\nAdded p99 over direct (median): " + ", ".join(
         f"{t} {median(t, 'p99_ms') - median('direct', 'p99_ms'):+.2f} ms"
         for t in ("haproxy", "haproxy-fwd", "sluice")) + "\n\n"
