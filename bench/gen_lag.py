@@ -9,8 +9,9 @@ The app in fast mode, sluice in front of it (bench/sluice-bench.toml); each roun
 `sluice-bench load` at 4 x 50 req/s against `direct` and `sluice`, first with normal
 scheduling, then under `chrt -f 1`, idle vCPUs polling as in run.sh. Prints, per run,
 the worst stream's send lag p99, p99.9 and max (intended send to the start of the
-send) and its success latency p99 and max (from the intended send). Needs root for
-`chrt -f 1` and for holding /dev/cpu_dma_latency.
+send) and its success latency p99 and max (from the intended send). `chrt -f 1` and
+holding /dev/cpu_dma_latency need root; without it the script warns and runs only the
+normal-scheduling half, halting.
 """
 
 import argparse

@@ -66,7 +66,7 @@ class GeneratorPriority:
 
     Its latencies count from each request's intended send time, so its own lateness is
     measurement error charged to the target. Under SCHED_OTHER on 2 busy vCPUs a woken
-    generator thread now and then waits 2-4 ms for a CPU (for every target, `direct`
+    generator thread now and then waits 1-4 ms for a CPU (for every target, `direct`
     included): a few such sends in a 500-request stream are its p99. As a real-time
     task it runs as soon as it wakes. It is light (at most 800 requests/s), applies to
     every target alike, and `wrk`, the app and the proxies keep normal scheduling.
