@@ -37,6 +37,9 @@ use tokio::time::Instant;
 /// How often the controller looks at each class; a class's measurement window closes at
 /// such a tick once it holds enough completions (see [`gate`]).
 pub const WINDOW: Duration = Duration::from_millis(100);
+/// While any class has waiters, how often the controller looks for a queue that has
+/// just begun to stand (see [`Gate::sweep_if_newly_standing`]).
+pub const SWEEP_POLL: Duration = Duration::from_millis(10);
 /// Most per-key rate-limit buckets kept per route.
 const MAX_RATE_KEYS: usize = 100_000;
 
@@ -204,19 +207,37 @@ impl Admission {
         }
     }
 
-    /// The controller: offers every gate a window close each [`WINDOW`] until shutdown.
+    /// The controller: offers every gate a window close each [`WINDOW`] until shutdown,
+    /// and while any class has waiters, looks every [`SWEEP_POLL`] for a queue that has
+    /// just begun to stand (an idle sidecar wakes only for the windows).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(WINDOW);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut poll_at = None;
         loop {
+            let poll = async move {
+                match poll_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = ticker.tick() => {}
+                _ = ticker.tick() => {
+                    let now = Instant::now();
+                    for g in &self.gates {
+                        g.end_window(now);
+                    }
+                }
+                _ = poll => {
+                    let now = Instant::now();
+                    for g in &self.gates {
+                        g.sweep_if_newly_standing(now);
+                    }
+                }
                 _ = crate::listener::stopped(&mut shutdown) => return,
             }
-            let now = Instant::now();
-            for g in &self.gates {
-                g.end_window(now);
-            }
+            let waiting = self.gates.iter().any(|g| g.queued() > 0);
+            poll_at = waiting.then(|| Instant::now() + SWEEP_POLL);
         }
     }
 }

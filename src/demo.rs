@@ -33,6 +33,9 @@ pub struct DemoSettings {
     pub capacity: usize,
     /// Service time of each request.
     pub service_time: Duration,
+    /// Before each run, this long at a quarter of capacity, not measured (see
+    /// [`DEFAULT_WARM_UP`]); zero for none.
+    pub warm_up: Duration,
 }
 
 impl Default for DemoSettings {
@@ -41,6 +44,7 @@ impl Default for DemoSettings {
             duration: Duration::from_secs(10),
             capacity: 20,
             service_time: Duration::from_millis(50),
+            warm_up: DEFAULT_WARM_UP,
         }
     }
 }
@@ -76,6 +80,7 @@ pub struct Served {
     pub ok_p50_ms: Option<f64>,
     pub ok_p99_ms: Option<f64>,
     /// Milliseconds, `None` without any refusal.
+    pub refusal_p50_ms: Option<f64>,
     pub refusal_p99_ms: Option<f64>,
 }
 
@@ -89,6 +94,7 @@ impl Served {
             successes: s.successes,
             ok_p50_ms: ms(&s.success_latency, 0.5),
             ok_p99_ms: ms(&s.success_latency, 0.99),
+            refusal_p50_ms: ms(&s.refusal_latency, 0.5),
             refusal_p99_ms: ms(&s.refusal_latency, 0.99),
         }
     }
@@ -128,19 +134,26 @@ impl fmt::Display for DemoTable {
         let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
         writeln!(
             f,
-            "{:<9} {:<7} {:>8} {:>10} {:>10} {:>15}",
-            "priority", "via", "served %", "ok p50 ms", "ok p99 ms", "refusal p99 ms"
+            "{:<9} {:<7} {:>8} {:>10} {:>10} {:>15} {:>15}",
+            "priority",
+            "via",
+            "served %",
+            "ok p50 ms",
+            "ok p99 ms",
+            "refusal p50 ms",
+            "refusal p99 ms"
         )?;
         for r in &self.rows {
             for (via, s) in [("direct", &r.direct), ("sluice", &r.sluice)] {
                 writeln!(
                     f,
-                    "{:<9} {:<7} {:>8.1} {:>10} {:>10} {:>15}",
+                    "{:<9} {:<7} {:>8.1} {:>10} {:>10} {:>15} {:>15}",
                     r.priority.as_str(),
                     via,
                     s.served_pct(),
                     opt(s.ok_p50_ms),
                     opt(s.ok_p99_ms),
+                    opt(s.refusal_p50_ms),
                     opt(s.refusal_p99_ms)
                 )?;
             }
@@ -167,7 +180,10 @@ pub async fn run(settings: &DemoSettings, out: &mut dyn Write) -> Result<DemoTab
 
     let _ = writeln!(out, "\n== directly at the app ==");
     let app = start_app(settings).await?;
-    let direct = drive(settings, app.addr(), out).await;
+    let direct = match warm_up(settings, app.addr(), out).await {
+        Ok(()) => drive(settings, app.addr(), out).await,
+        Err(e) => Err(e),
+    };
     app.shutdown().await;
     let direct = direct?;
 
@@ -176,7 +192,10 @@ pub async fn run(settings: &DemoSettings, out: &mut dyn Write) -> Result<DemoTab
     let config =
         Config::from_toml_str(&demo_config(app.addr()), "built-in demo config", &|_| None)?;
     let sluice = crate::app::start(config).await?;
-    let via = drive(settings, sluice.addr, out).await;
+    let via = match warm_up(settings, sluice.addr, out).await {
+        Ok(()) => drive(settings, sluice.addr, out).await,
+        Err(e) => Err(e),
+    };
     sluice.shutdown().await;
     app.shutdown().await;
     let via = via?;
@@ -204,6 +223,46 @@ async fn start_app(settings: &DemoSettings) -> Result<SimApp, DemoError> {
     SimApp::start(SocketAddr::from(([127, 0, 0, 1], 0)), sim)
         .await
         .map_err(DemoError::App)
+}
+
+/// Before each measured run: normal-priority requests at a quarter of the app's
+/// capacity, not measured, the way a sidecar starts with its pod and meets an overload
+/// already running (as in the benchmarks). sluice learns the app's latency meanwhile;
+/// the direct run gets the same, so the two start alike. Cold (`--warm-up-s 0`), the
+/// first 0.4 s of the overload go to slow start, and the waiters of that time are
+/// refused only when it ends.
+pub const DEFAULT_WARM_UP: Duration = Duration::from_secs(2);
+
+async fn warm_up(
+    settings: &DemoSettings,
+    target: SocketAddr,
+    out: &mut dyn Write,
+) -> Result<(), DemoError> {
+    if settings.warm_up.is_zero() {
+        return Ok(());
+    }
+    let rate = settings.capacity_rps() / 4.0;
+    let _ = writeln!(
+        out,
+        "warm-up: {:.1} s at {rate:.0} req/s (a quarter of capacity), not measured",
+        settings.warm_up.as_secs_f64()
+    );
+    let plan = LoadPlan {
+        target,
+        streams: vec![Stream {
+            name: "warm-up".to_owned(),
+            rate_per_sec: rate,
+            method: hyper::Method::GET,
+            path: "/work".to_owned(),
+            headers: Vec::new(),
+        }],
+        duration: settings.warm_up,
+        max_connections: 4000,
+        timeout: CLIENT_TIMEOUT,
+        arrivals: Arrivals::Even,
+    };
+    load::run(plan).await?;
+    Ok(())
 }
 
 /// Clients give up after this long (or the run's length, if shorter).

@@ -42,6 +42,10 @@ enum Command {
         /// Service time of each request, in milliseconds.
         #[arg(long, default_value_t = 50)]
         service_ms: u64,
+        /// Seconds at a quarter of capacity before each run, not measured (0: start
+        /// cold, into the overload).
+        #[arg(long, default_value_t = 2.0)]
+        warm_up_s: f64,
     },
 }
 
@@ -55,9 +59,10 @@ fn main() -> ExitCode {
         duration_s,
         capacity,
         service_ms,
+        warm_up_s,
     }) = cli.command
     {
-        return demo(duration_s, capacity, service_ms);
+        return demo(duration_s, capacity, service_ms, warm_up_s);
     }
     if let Some(path) = cli.check_config {
         return match Config::load(&path, &env) {
@@ -132,16 +137,29 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn demo(duration_s: f64, capacity: usize, service_ms: u64) -> ExitCode {
+fn demo(duration_s: f64, capacity: usize, service_ms: u64, warm_up_s: f64) -> ExitCode {
     let Ok(duration) = std::time::Duration::try_from_secs_f64(duration_s) else {
         eprintln!("sluice demo: --duration-s {duration_s}: not a duration");
+        return ExitCode::from(2);
+    };
+    let Ok(warm_up) = std::time::Duration::try_from_secs_f64(warm_up_s) else {
+        eprintln!("sluice demo: --warm-up-s {warm_up_s}: not a duration");
         return ExitCode::from(2);
     };
     let settings = sluice::demo::DemoSettings {
         duration,
         capacity,
         service_time: std::time::Duration::from_millis(service_ms),
+        warm_up,
     };
+    // Quiet unless asked: `SLUICE_LOG=sluice=debug sluice demo` shows the gate's
+    // decisions (windows closed, waiters swept) on stderr.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -12,6 +12,7 @@ async fn demo_table_shows_sluice_serving_critical_better_than_direct() {
         duration: Duration::from_secs(2),
         capacity: 4,
         service_time: Duration::from_millis(20),
+        warm_up: Duration::from_millis(500),
     };
     let mut progress = Vec::new();
     let table = demo::run(&settings, &mut progress).await.unwrap();
@@ -26,6 +27,10 @@ async fn demo_table_shows_sluice_serving_critical_better_than_direct() {
     }
     let progress = String::from_utf8_lossy(&progress);
     assert!(progress.contains("t=  1s"), "{progress}");
+    assert!(
+        progress.contains("warm-up: 0.5 s at 50 req/s"),
+        "{progress}"
+    );
 
     let critical = table.row(sluice::priority::Priority::Critical).unwrap();
     assert!(

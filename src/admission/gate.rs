@@ -51,6 +51,8 @@ struct State {
     /// When the queue last emptied during a spell that had stood: a new spell within
     /// [`REENTRY_INTERVALS`] of it stands at once (see [`Gate::recalled`]).
     stood: Option<Instant>,
+    /// When [`Gate::sweep`] last judged the queue (None: never).
+    swept_at: Option<Instant>,
 }
 
 /// Completions gathered for the limiter's next window (atomics; no lock per request).
@@ -123,6 +125,7 @@ impl Gate {
                 nonempty_since: None,
                 emptied: None,
                 stood: None,
+                swept_at: None,
             }),
             limiter: Mutex::new(Control {
                 limiter,
@@ -142,6 +145,11 @@ impl Gate {
             stats: GateStats::default(),
             config,
         })
+    }
+
+    /// Waiters in the queue.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Relaxed)
     }
 
     pub fn inflight(&self) -> usize {
@@ -382,6 +390,7 @@ impl Gate {
         if st.queue.is_empty() || !self.standing(st, now) || self.drain_rate() <= 0.0 {
             return Vec::new();
         }
+        st.swept_at = Some(now);
         let short = self.short_wait();
         let rates = Priority::by_index(|p| self.rate_for(st, p, now));
         let excess = Priority::by_index(|p| self.excess_for(p));
@@ -415,6 +424,32 @@ impl Gate {
             self.after_change(st, now);
         }
         taken
+    }
+
+    /// Sweeps (see [`Gate::sweep`]) as soon as the queue stands, not at the next window
+    /// close: the waiters that queued with the full timeout before it stood are refused
+    /// about `codel_interval` after the spell began, instead of up to a window (100 ms)
+    /// later. Once per onset; the sweeps after it come with the window closes, as
+    /// before (one every few milliseconds would give up on waiters near the head that
+    /// the estimate, a mean, only just misses). The controller calls this every
+    /// [`crate::admission::SWEEP_POLL`] while any class has waiters.
+    pub fn sweep_if_newly_standing(&self, now: Instant) {
+        if self.queued.load(SeqCst) == 0 {
+            return;
+        }
+        let mut st = self.lock();
+        let Some(since) = st.nonempty_since else {
+            return;
+        };
+        let stood_at = since + self.config.codel_interval;
+        if !self.standing(&st, now) || st.swept_at.is_some_and(|at| at >= stood_at) {
+            return;
+        }
+        let swept = self.sweep(&mut st, now);
+        drop(st);
+        for e in swept {
+            let _ = e.value.send(Err(Rejection::Shed));
+        }
     }
 
     /// Arrivals a second at priority `p`, smoothed.

@@ -636,3 +636,92 @@ async fn the_wait_estimate_counts_completions_that_free_no_slot() {
     fits.abort();
     crit.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_comes_once_as_soon_as_the_queue_stands() {
+    let g = gate(1, 100);
+    // 100 completions a second; critical and high arrive at 20 a second each, normal at
+    // 60: high can count on 80 a second, low on none.
+    for _ in 0..20 {
+        for (p, n) in [(Critical, 2), (High, 2), (Normal, 6)] {
+            g.arrivals[p.index()].store(n, Relaxed);
+        }
+        g.window.completions.store(10, Relaxed);
+        g.window.samples.store(10, Relaxed);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        g.end_window(Instant::now());
+    }
+    let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
+    let log = Arc::new(StdMutex::new(vec![]));
+    let _w = waiter(&g, Critical, "w", &log);
+    let _l = waiter(&g, Low, "l", &log);
+    settle().await;
+    tokio::time::advance(Duration::from_millis(80)).await;
+    let _h = waiter(&g, High, "h", &log);
+    settle().await;
+    // Queued before the queue stood, with the full deadline. At 99 ms it does not stand.
+    tokio::time::advance(Duration::from_millis(19)).await;
+    g.sweep_if_newly_standing(Instant::now());
+    settle().await;
+    assert!(log.lock().expect("log").is_empty());
+    // At 100 ms it stands: swept now, with no window closed. Low's place never comes;
+    // high's (2 / 80 s = 25 ms) comes within its short wait (30 ms left): it stays.
+    tokio::time::advance(Duration::from_millis(1)).await;
+    g.sweep_if_newly_standing(Instant::now());
+    settle().await;
+    assert_eq!(*log.lock().expect("log"), vec!["l:shed".to_string()]);
+    // Once per onset: 10 ms later high has 20 ms left, less than the estimate, and the
+    // next poll leaves it alone (the estimate is a mean; the window close judges again).
+    tokio::time::advance(Duration::from_millis(10)).await;
+    g.sweep_if_newly_standing(Instant::now());
+    settle().await;
+    assert_eq!(g.queued_by_priority()[High.index()], 1);
+    assert_eq!(log.lock().expect("log").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_controller_sweeps_a_queue_that_begins_to_stand_between_windows() {
+    let toml = "[upstream]\naddr = \"127.0.0.1:9\"\n\n\
+                [classes.db]\nmax_concurrent = 1\nadaptive = false\nqueue_size = 10\n\
+                queue_timeout_ms = 5000\n";
+    let config = crate::config::Config::from_toml_str(toml, "test", &|_| None).expect("config");
+    let admission = crate::admission::Admission::new(&config);
+    let g = admission
+        .gates
+        .iter()
+        .find(|g| g.config.name == "db")
+        .cloned()
+        .expect("db gate");
+    // Critical arrives as fast as the class drains: low can count on nothing.
+    critical_takes_the_drain(&g).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(admission.clone().run(stopped));
+    settle().await;
+    tokio::time::advance(Duration::from_millis(50)).await; // between two window ticks
+    let _held = g.admit(Critical, 0, later(10_000)).await.expect("slot");
+    let start = Instant::now();
+    let g2 = g.clone();
+    let low = tokio::spawn(async move { g2.admit(Low, 0, later(5_000)).await });
+    settle().await;
+    assert_eq!(g.queued(), 1, "queued with the full deadline");
+    let mut refused_after = None;
+    for _ in 0..30 {
+        tokio::time::advance(Duration::from_millis(5)).await;
+        settle().await;
+        if low.is_finished() {
+            refused_after = Some(start.elapsed());
+            break;
+        }
+    }
+    let waited = refused_after.expect("refused within 150 ms");
+    // The queue stands at 100 ms; the poll comes within 10 ms of it. (The window ticks
+    // at 50 and 150 ms from the waiter's arrival, with no completions to close on.)
+    assert!(
+        waited >= Duration::from_millis(100) && waited <= Duration::from_millis(115),
+        "refused after {waited:?}"
+    );
+    let r = low.await.expect("task").expect_err("refused");
+    assert_eq!(r.reason, Rejection::Shed);
+    let _ = stop.send(true);
+    let _ = controller.await;
+}
