@@ -656,6 +656,7 @@ impl Gate {
             window,
             lane: self.lane.load(SeqCst),
             critical: self.arrivals[Priority::Critical.index()].load(Relaxed),
+            arrivals: Some(self.arrivals.iter().map(|a| a.load(Relaxed)).sum()),
         };
         let completions = w.completions.swap(0, Relaxed) as f64;
         let rate = completions / window.as_secs_f64().max(1e-3);

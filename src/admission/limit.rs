@@ -44,6 +44,11 @@ pub struct WindowSample {
     pub lane: usize,
     /// Critical requests that arrived during the window.
     pub critical: u64,
+    /// Requests of every priority that asked for a slot during the window (admitted at
+    /// once, queued or refused): what the clients offered. Slow start judges the app's
+    /// throughput only against what was asked of it. `None`: not counted (throughput is
+    /// then judged on the in-flight counts alone).
+    pub arrivals: Option<u64>,
 }
 
 /// Fewer completions than this (or than the limit, when the limit is smaller) make an
@@ -244,6 +249,9 @@ pub struct GradientLimit {
     /// ... and the most in flight in those windows since slow start last brought the
     /// limit down to twice it (see [`GradientLimit::update`]).
     light_peak: u16,
+    /// Slow start held the last window because the clients asked for less than its limit
+    /// serves: a light window, however full the limit was at its end.
+    unasked: bool,
 }
 
 impl GradientLimit {
@@ -283,6 +291,7 @@ impl GradientLimit {
             pressed: true,
             light_ms: 0,
             light_peak: 0,
+            unasked: false,
         }
     }
 
@@ -341,12 +350,16 @@ impl GradientLimit {
         let full = self.limit * slow_start::SLOW_START_BUSY;
         let before = self.limit();
         let was_slow = self.slow_start;
+        self.unasked = false;
         let mut limit = self.update_limit(sample);
         let traffic = sample.samples >= MIN_SAMPLES.min(before as u64).max(1);
         if limit > before || (!was_slow && self.slow_start) {
             self.light_ms = 0;
             self.light_peak = 0;
-        } else if limit == before && traffic && (sample.inflight_at_end as f64) < full {
+        } else if limit == before
+            && traffic
+            && ((sample.inflight_at_end as f64) < full || self.unasked)
+        {
             let ms = u16::try_from(sample.window.as_millis()).unwrap_or(u16::MAX);
             let was = self.light_ms;
             self.light_ms = self.light_ms.saturating_add(ms);
@@ -356,7 +369,8 @@ impl GradientLimit {
                 limit = self.validate();
             }
         }
-        self.pressed = sample.inflight_at_end as f64 >= full;
+        // (A limit the clients asked for less than was full of an older backlog.)
+        self.pressed = sample.inflight_at_end as f64 >= full && !self.unasked;
         let lane = self.next_lane(sample);
         if lane != self.lane {
             // What non-critical requests may take changed: the next window shows the old,
@@ -479,6 +493,7 @@ impl GradientLimit {
                 self.baseline = Some(rebased);
                 self.elevated.clear();
                 self.slow_start = true;
+                self.limited = false;
                 self.restart_to = Some(highest);
                 return self.limit();
             }

@@ -109,7 +109,19 @@ impl GradientLimit {
         let lag = ((rtt - since_change) / window.max(1e-9)).clamp(0.0, 1.0);
         // (After a step of 1.5×, not 2×, a third of the limit is new.)
         let grown = if self.limited { LIMITED_GROWTH } else { 2.0 };
-        let fits = self.limit * (1.0 - lag * (1.0 - 1.0 / grown));
+        let ramp = self.limit * (1.0 - lag * (1.0 - 1.0 / grown));
+        // ... but no more than the clients asked for: throughput × baseline short of
+        // the limit is the app's capacity only if the clients offered more. (After a
+        // doubling, a window's demand just over the old limit fills the new one with
+        // the backlog the old one left, and the window looks pressed; judged against the
+        // limit, the clients' throughput ended slow start at 6-8 for an app of 20.)
+        let offered = sample
+            .arrivals
+            .filter(|_| window > 0.0)
+            .map(|a| a as f64 / window * baseline);
+        let fits = offered.map_or(ramp, |o| ramp.min(o));
+        // The clients asked for less than the ramp serves: the limit was not tried.
+        let asked = offered.is_none_or(|o| o >= ramp * SLOW_START_HOLD);
         // ... and throughput per unit of that keeps the last window judged's (which
         // does not depend on the baseline, but is as noisy as this one). Each can be
         // fooled (a baseline from a few lucky completions, a window that caught a few
@@ -157,18 +169,23 @@ impl GradientLimit {
                 self.cold_rtt.1 += n * rtt;
                 self.baseline = Some(self.cold_rtt.1 / self.cold_rtt.0);
             }
-            if window > 0.0 && !pressed {
+            if window > 0.0 && (!pressed || !asked) {
                 // The clients did not fill the limit by the window's end (an
-                // application-limited flight, RFC 7661), or only just did: a doubling
-                // would admit a burst the app was never tried with. Hold until demand
-                // has pressed for a window.
+                // application-limited flight, RFC 7661), or only just did, or asked for
+                // less than it serves (the backlog of a lower limit filled it): a
+                // doubling would admit a burst the app was never tried with. Hold until
+                // demand has pressed for a window.
+                self.unasked = !asked;
                 return Some(self.limit());
             }
             // A limit light traffic held (see `ramping`) is twice what the clients had
-            // in flight, and the app may take less than that: the first step past it
-            // is half a doubling (RFC 3742's limited slow start), so that a doubling
+            // in flight, and the app may take less than that: the steps past it are
+            // half a doubling (RFC 3742's limited slow start), so that a doubling
             // does not put up to the whole limit's worth in the app's queue at once.
-            self.limited = !self.ramping();
+            // Every step, not just the first: with latency half a window, a doubling
+            // past the capacity shows only in throughput short by a quarter of it,
+            // inside the noise allowance (12 -> 24 -> 48 for an app of 20 at 50 ms).
+            self.limited = self.limited || !self.ramping();
             let factor = if self.limited { LIMITED_GROWTH } else { 2.0 };
             let next = (self.limit * factor).min(ceiling);
             if let Some(to) = self.restart_to.filter(|&to| next >= to) {

@@ -44,6 +44,8 @@ struct Sim {
     /// 0: no queue, what finds no room is shed at once.
     waiting: [VecDeque<()>; 2],
     waiting_max: usize,
+    /// The windows say how many arrived ([`WindowSample::arrivals`]), as sluice's do.
+    counts_arrivals: bool,
 }
 
 #[derive(Debug)]
@@ -77,6 +79,7 @@ impl Sim {
             from_app: BinaryHeap::new(),
             waiting: [VecDeque::new(), VecDeque::new()],
             waiting_max: 0,
+            counts_arrivals: true,
         };
         sim.set_load(load);
         sim
@@ -156,6 +159,7 @@ impl Sim {
         let (mut samples, mut sum, mut min) = (0u64, 0u64, u64::MAX);
         let mut max_inflight = self.inflight();
         let mut criticals = 0;
+        let arrived = self.arrivals;
         loop {
             let done = self.busy.peek().map(|Reverse((f, _, _))| *f);
             let reach = self.to_app.peek().map(|Reverse((r, _, _))| *r);
@@ -238,6 +242,7 @@ impl Sim {
             window: len,
             lane,
             critical: criticals,
+            arrivals: Some(self.arrivals - arrived).filter(|_| self.counts_arrivals),
         }
     }
 }
@@ -1178,7 +1183,11 @@ fn a_rush_after_a_quiet_spell_does_not_take_the_quiet_for_the_apps_capacity() {
     // the bench; 9 for 12 here). It must wait for a window the rush pressed from its
     // start.
     let (service, len) = (Duration::from_millis(50), Duration::from_millis(100));
+    // (Judged against what the clients asked for, the quiet limit no longer sits above
+    // the capacity: the guard is tested here as a shell that does not count arrivals
+    // has it.)
     let mut sim = Sim::new(12, service, 0.5);
+    sim.counts_arrivals = false;
     let mut limiter = GradientLimit::new(settings());
     while sim.now < 5_000_000_000 {
         step(&mut sim, &mut limiter, len);
@@ -1391,6 +1400,7 @@ fn noise_alone_does_not_step_the_limit_down_while_the_lane_is_open() {
         window: len,
         lane,
         critical: 10,
+        arrivals: None,
     };
     // A queue of 1.1 requests by the pooled mean (6 % over the baseline with 20 below the
     // lane), whose standard error is 0.55 of a request: held.
@@ -1502,4 +1512,52 @@ fn a_slower_app_loses_less_to_the_spiral_over_many_seeds() {
     eprintln!("mean lowest limit {mean_lo:.2}, {poor} of {n} under 95 % goodput");
     assert!(mean_lo >= 15.0, "mean lowest limit {mean_lo:.2}");
     assert!(poor <= 25, "{poor} of {n} under 95 % goodput");
+}
+
+#[test]
+fn a_backlog_from_a_lower_limit_is_not_taken_for_the_apps_capacity() {
+    // As `sluice demo` warms up: 20 workers at 50 ms, slow start from 4, and clients
+    // that keep 5 requests busy (a quarter of capacity), queued in the proxy when the
+    // limit is full. At 4 a backlog builds; doubled to 8, it fills the new limit for a
+    // window, whose throughput is the clients' (5), not the app's. Judged against the
+    // limit, that ended slow start at 6-8, and the overload that followed climbed
+    // additively from there (8 -> 25 in 1.2 s) with critical requests queueing. Judged
+    // against what the clients asked for, slow start holds (it was not tried) and a 2x
+    // overload finds the capacity in a few windows.
+    let (service, len) = (Duration::from_millis(50), Duration::from_millis(100));
+    let mut found = 0;
+    for seed in 0..8u64 {
+        let mut sim = Sim::new(20, service, 0.25);
+        sim.rng ^= (seed + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        sim.waiting_max = 100;
+        let mut limiter = GradientLimit::new(LimitSettings { min: 4, max: 100 });
+        while sim.now < 2_000_000_000 {
+            step(&mut sim, &mut limiter, len);
+        }
+        let warm = limiter.limit();
+        assert!(
+            limiter.in_slow_start() && !limiter.ramping(),
+            "seed {seed}: slow start ended at {warm} on the clients' throughput"
+        );
+        sim.set_load(2.0);
+        let mut limits = Vec::new();
+        for _ in 0..8 {
+            step(&mut sim, &mut limiter, len);
+            limits.push(limiter.limit());
+        }
+        eprintln!("seed {seed}: warm at {warm}, then {limits:?}");
+        // Steps of 1.5x past the limit light traffic held (a doubling went 12 -> 24 -> 48
+        // here: at 24 the latency of half a window hid the queue).
+        assert!(limits.iter().all(|&l| l <= 32), "seed {seed}: {limits:?}");
+        // Within 0.5 s of the overload's start the limit is at the capacity (an additive
+        // climb from 8 takes over a second) ...
+        if limits.iter().position(|&l| l >= 18).is_some_and(|w| w < 5) {
+            found += 1;
+        }
+    }
+    // ... in 7 of the 8. In one, two windows at 8 of 14-15 completions against 16
+    // expected (slower service times drawn, on a baseline 3 % low) are "short twice
+    // running" and end slow start at 8: the 0.95 that judges a shortfall is inside the
+    // noise of so few completions (a known fault: see docs/benchmarks.md).
+    assert!(found >= 7, "{found} of 8 found the capacity within 0.5 s");
 }
