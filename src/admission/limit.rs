@@ -306,9 +306,11 @@ impl GradientLimit {
     /// climbing: the clients never filled it (hours of light traffic leave it at twice
     /// their peak), and a queue that builds at that limit is overload like any other.
     /// (Windows without traffic do not count: before the first request, slow start has
-    /// everything still to climb.)
+    /// everything still to climb.) Nor are the limited steps past such a limit (see
+    /// `slow_start::LIMITED_GROWTH`): they probe from near where the app may be.
     pub fn ramping(&self) -> bool {
-        (self.slow_start && self.light_ms < RAMP_STILL_MS) || self.recover_to.is_some()
+        (self.slow_start && !self.limited && self.light_ms < RAMP_STILL_MS)
+            || self.recover_to.is_some()
     }
 
     /// What the controller believes the app's latency is without a queue.

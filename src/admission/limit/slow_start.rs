@@ -120,8 +120,10 @@ impl GradientLimit {
             .filter(|_| window > 0.0)
             .map(|a| a as f64 / window * baseline);
         let fits = offered.map_or(ramp, |o| ramp.min(o));
-        // The clients asked for less than the ramp serves: the limit was not tried.
-        let asked = offered.is_none_or(|o| o >= ramp * SLOW_START_HOLD);
+        // The clients asked for less than half what the ramp serves: the limit was not
+        // tried, and it is already twice what they use (RFC 7661 grows a window only
+        // while at least half of it is in use).
+        let asked = offered.is_none_or(|o| o >= ramp * super::APP_LIMITED_FRACTION);
         // ... and throughput per unit of that keeps the last window judged's (which
         // does not depend on the baseline, but is as noisy as this one). Each can be
         // fooled (a baseline from a few lucky completions, a window that caught a few
