@@ -249,8 +249,8 @@ pub struct GradientLimit {
     /// ... and the most in flight in those windows since slow start last brought the
     /// limit down to twice it (see [`GradientLimit::update`]).
     light_peak: u16,
-    /// Slow start held the last window because the clients asked for less than its limit
-    /// serves: a light window, however full the limit was at its end.
+    /// Slow start held the last window because the clients asked for less than half of
+    /// what its limit serves: a light window, however full the limit was at its end.
     unasked: bool,
 }
 

@@ -174,9 +174,9 @@ impl GradientLimit {
             if window > 0.0 && (!pressed || !asked) {
                 // The clients did not fill the limit by the window's end (an
                 // application-limited flight, RFC 7661), or only just did, or asked for
-                // less than it serves (the backlog of a lower limit filled it): a
-                // doubling would admit a burst the app was never tried with. Hold until
-                // demand has pressed for a window.
+                // less than half of what it serves (the backlog of a lower limit filled
+                // it): a doubling would admit a burst the app was never tried with. Hold
+                // until demand has pressed for a window.
                 self.unasked = !asked;
                 return Some(self.limit());
             }
