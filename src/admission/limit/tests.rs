@@ -273,6 +273,21 @@ fn step(sim: &mut Sim, limiter: &mut GradientLimit, len: Duration) -> Window {
     }
 }
 
+/// The limit after each of the next `windows` windows.
+fn limits_over(
+    sim: &mut Sim,
+    limiter: &mut GradientLimit,
+    len: Duration,
+    windows: usize,
+) -> Vec<usize> {
+    (0..windows)
+        .map(|_| {
+            step(sim, limiter, len);
+            limiter.limit()
+        })
+        .collect()
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -1198,11 +1213,7 @@ fn a_rush_after_a_quiet_spell_does_not_take_the_quiet_for_the_apps_capacity() {
         "the quiet limit {quiet} should sit above capacity"
     );
     sim.set_load(2.0);
-    let mut limits = Vec::new();
-    for _ in 0..20 {
-        step(&mut sim, &mut limiter, len);
-        limits.push(limiter.limit());
-    }
+    let limits = limits_over(&mut sim, &mut limiter, len, 20);
     eprintln!("quiet at {quiet}, then {limits:?}");
     let lowest = limits.iter().copied().min().unwrap_or(0);
     assert!(
@@ -1543,11 +1554,7 @@ fn a_backlog_from_a_lower_limit_is_not_taken_for_the_apps_capacity() {
             "seed {seed}: slow start ended at {warm} on the clients' throughput"
         );
         sim.set_load(2.0);
-        let mut limits = Vec::new();
-        for _ in 0..8 {
-            step(&mut sim, &mut limiter, len);
-            limits.push(limiter.limit());
-        }
+        let limits = limits_over(&mut sim, &mut limiter, len, 8);
         eprintln!("seed {seed}: warm at {warm}, then {limits:?}");
         // Steps of 1.5x past the limit light traffic held (with a doubling, 14 -> 21 ->
         // 42: at 21 the latency of half a window hid the queue) ...
