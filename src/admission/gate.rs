@@ -53,6 +53,9 @@ struct State {
     stood: Option<Instant>,
     /// When [`Gate::sweep`] last judged the queue (None: never).
     swept_at: Option<Instant>,
+    /// When [`Gate::sweep`] first judged the current spell, keyed by the spell's
+    /// `nonempty_since`: the moment the queue was first taken to stand.
+    first_swept: Option<(Instant, Instant)>,
 }
 
 /// Completions gathered for the limiter's next window (atomics; no lock per request).
@@ -126,6 +129,7 @@ impl Gate {
                 emptied: None,
                 stood: None,
                 swept_at: None,
+                first_swept: None,
             }),
             limiter: Mutex::new(Control {
                 limiter,
@@ -379,30 +383,50 @@ impl Gate {
     }
 
     /// In a standing queue, takes out the non-critical waiters that will not be served in
-    /// time, to be refused now rather than at their deadline. Those queued before the
-    /// queue stood (or while the limit climbed) hold the full queue timeout, which a
-    /// standing queue gives nobody: they get the short wait, counted from their own
-    /// arrival. Any of them whose place in line, at the rate left for its priority (see
-    /// [`Gate::predict`]), does not come before that runs out is taken. (CoDel drops at
-    /// the head what waited too long; in a priority queue the waits that will be too
-    /// long are at the back.) Critical waiters keep their full deadline, as on arrival.
+    /// time, to be refused now rather than at their deadline: any whose place in line,
+    /// at the rate left for its priority (see [`Gate::predict`]), does not come before
+    /// its time runs out. Waiters queued before the queue first stood keep their queue
+    /// timeout: they have waited up to `codel_interval` already, so a refusal now is a
+    /// late one, and the lower priorities a higher one starves (rate nil) are all that
+    /// the onset's sweep should refuse. (Given the short wait from their arrival, as
+    /// new waiters of a standing queue get, high's waiters of an overload's first 50 ms
+    /// were refused some 100 ms in, however soon they would have been served.) Those
+    /// queued with the full timeout while the limit climbed after it stood get the
+    /// short wait from their arrival. (CoDel drops at the head what waited too long; in
+    /// a priority queue the waits that will be too long are at the back.) Critical
+    /// waiters keep their full deadline, as on arrival.
     fn sweep(&self, st: &mut State, now: Instant) -> Vec<Entry<oneshot::Sender<Grant>>> {
         if st.queue.is_empty() || !self.standing(st, now) || self.drain_rate() <= 0.0 {
             return Vec::new();
         }
         st.swept_at = Some(now);
+        let stood_at = match (st.first_swept, st.nonempty_since) {
+            (Some((spell, at)), Some(since)) if spell == since => at,
+            (_, since) => {
+                st.first_swept = since.map(|since| (since, now));
+                now
+            }
+        };
         let short = self.short_wait();
         let rates = Priority::by_index(|p| self.rate_for(st, p, now));
         let excess = Priority::by_index(|p| self.excess_for(p));
         let taken = st.queue.take_unless(|place, e| {
             let p = e.ticket.priority;
-            let by = e.enqueued + short;
-            if p == Priority::Critical || e.deadline <= by {
+            if p == Priority::Critical || e.deadline <= e.enqueued + short {
                 // Critical, or queued with the short wait already: its own deadline
                 // stands (the estimate is a mean; many a waiter it gives up on is
                 // served in time).
                 return true;
             }
+            // Queued before the queue stood, with the queue timeout: by now a refusal
+            // is late whatever happens, so its own deadline stands unless it cannot be
+            // served in it. Queued with the full timeout while the limit climbed after
+            // the queue stood: the short wait, from its arrival.
+            let by = if e.enqueued < stood_at {
+                e.deadline
+            } else {
+                e.enqueued + short
+            };
             let needed = place + 1 + excess[p.index()];
             let keep =
                 estimated_wait(needed, rates[p.index()]) <= by.saturating_duration_since(now);

@@ -363,9 +363,11 @@ async fn the_sweep_judges_each_waiter_by_the_rate_left_for_its_own_priority() {
     let _l = waiter(&g, Low, "l", &log);
     settle().await;
     tokio::time::advance(Duration::from_millis(20)).await;
-    // The queue stands: the sweep gives each the short wait from its arrival (30 ms
-    // left). High's place (after the critical waiter) comes in 2 / 80 s = 25 ms: it
-    // stays. Low's never comes: refused now.
+    // The queue stands. High's place (after the critical waiter) comes in 2 / 80 s = 25
+    // ms, within its own deadline: it stays. Low's never comes: refused now.
+    for (p, n) in [(Critical, 2), (High, 2), (Normal, 6)] {
+        g.arrivals[p.index()].store(n, Relaxed);
+    }
     g.window.completions.store(10, Relaxed);
     g.window.samples.store(10, Relaxed);
     g.end_window(Instant::now());
@@ -472,48 +474,76 @@ async fn the_critical_lane_is_for_critical_requests_only() {
 #[tokio::test(start_paused = true)]
 async fn once_the_queue_stands_waiters_that_cannot_make_it_are_refused_at_once() {
     let g = gate(1, 100);
+    // 200 completions a second; critical and normal arrive at 100 a second each: normal
+    // can count on 100 a second, low on none.
+    let window = |g: &Arc<Gate>, windows: u64| {
+        g.arrivals[Critical.index()].store(10 * windows, Relaxed);
+        g.arrivals[Normal.index()].store(10 * windows, Relaxed);
+        g.window.completions.store(20 * windows, Relaxed);
+        g.window.samples.store(20 * windows, Relaxed);
+        g.end_window(Instant::now());
+    };
+    for _ in 0..20 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        window(&g, 1);
+    }
     let _held = g.admit(Normal, 0, later(10_000)).await.expect("slot");
     let log = Arc::new(StdMutex::new(vec![]));
     // Queued before the queue stood: the full 5 s deadline each.
-    let old: Vec<_> = ["old1", "old2", "old3"]
+    let old: Vec<_> = ["l1", "l2", "l3"]
         .into_iter()
         .map(|l| waiter(&g, Low, l, &log))
         .collect();
     let crit = waiter(&g, Critical, "crit", &log);
-    settle().await;
-    tokio::time::advance(Duration::from_millis(92)).await;
-    let fresh: Vec<_> = ["f1", "f2", "f3", "f4", "f5", "f6", "f7"]
+    let normal: Vec<_> = ["n1", "n2", "n3"]
         .into_iter()
         .map(|l| waiter(&g, Normal, l, &log))
         .collect();
     settle().await;
-    tokio::time::advance(Duration::from_millis(18)).await;
-    // 110 ms: standing. 200 completions a second, nothing arriving above normal.
-    close_window(&g, 22);
+    tokio::time::advance(Duration::from_millis(100)).await;
+    // 100 ms: standing. Low's place never comes: refused now, not at 5 s. The normal
+    // waiters have waited 100 ms, past the short wait (50 ms) new waiters get, but a
+    // refusal now would be a late one: their places come in 20-40 ms, well within
+    // their own deadline, and they stay.
+    g.sweep_if_newly_standing(Instant::now());
     settle().await;
-    // The low waiters have waited 110 ms, past the short wait (50 ms) a standing queue
-    // gives: refused now, not at 5 s. Normal waiters that arrived at 92 ms have until
-    // 142 ms: places 1-5 behind the critical one are served by then at 200 a second
-    // (30 ms for the 6th in line), places 6 and 7 are not.
-    let mut refused = log.lock().unwrap().clone();
+    let mut refused = log.lock().expect("log").clone();
     refused.sort_unstable();
-    assert_eq!(
-        refused,
-        ["f6:shed", "f7:shed", "old1:shed", "old2:shed", "old3:shed"]
-    );
+    assert_eq!(refused, ["l1:shed", "l2:shed", "l3:shed"]);
+    assert_eq!(g.stats.rejected_count(Low, Rejection::Shed), 3);
+    assert_eq!(g.queued_by_priority()[Normal.index()], 3);
+    for t in old {
+        assert!(t.await.expect("task").is_err());
+    }
+    // The limit climbs for a while (a recovery, say): no short waits, no shedding, and
+    // two more normal waiters queue with the full timeout.
+    tokio::time::advance(Duration::from_millis(10)).await;
+    g.ramping.store(true, Relaxed);
+    let late: Vec<_> = ["r1", "r2"]
+        .into_iter()
+        .map(|l| waiter(&g, Normal, l, &log))
+        .collect();
+    settle().await;
+    assert_eq!(g.queued_by_priority()[Normal.index()], 5);
+    // 200 ms: the climb is over (the fixed limit never ramps) and the window closes. The
+    // queue stood before they came: they get the short wait from their arrival, run
+    // out at 160 ms, and are refused. The first three keep their deadline.
+    tokio::time::advance(Duration::from_millis(90)).await;
+    window(&g, 2);
+    settle().await;
+    assert_eq!(log.lock().expect("log").len(), 5);
+    assert_eq!(g.stats.rejected_count(Normal, Rejection::Shed), 2);
+    for t in late {
+        assert!(t.await.expect("task").is_err());
+    }
+    assert_eq!(g.queued_by_priority()[Normal.index()], 3);
     assert_eq!(
         g.queued_by_priority()[Critical.index()],
         1,
         "critical keeps its wait"
     );
-    assert_eq!(g.queued_by_priority()[Normal.index()], 5);
-    assert_eq!(g.stats.rejected_count(Low, Rejection::Shed), 3);
-    assert_eq!(g.stats.rejected_count(Normal, Rejection::Shed), 2);
-    for t in old {
-        assert!(t.await.expect("task").is_err());
-    }
     crit.abort();
-    for t in fresh {
+    for t in normal {
         t.abort();
     }
 }
@@ -665,18 +695,30 @@ async fn the_sweep_comes_once_as_soon_as_the_queue_stands() {
     settle().await;
     assert!(log.lock().expect("log").is_empty());
     // At 100 ms it stands: swept now, with no window closed. Low's place never comes;
-    // high's (2 / 80 s = 25 ms) comes within its short wait (30 ms left): it stays.
+    // high's (2 / 80 s = 25 ms) comes well within its deadline: it stays.
     tokio::time::advance(Duration::from_millis(1)).await;
     g.sweep_if_newly_standing(Instant::now());
     settle().await;
     assert_eq!(*log.lock().expect("log"), vec!["l:shed".to_string()]);
-    // Once per onset: 10 ms later high has 20 ms left, less than the estimate, and the
-    // next poll leaves it alone (the estimate is a mean; the window close judges again).
-    tokio::time::advance(Duration::from_millis(10)).await;
+    // Critical's arrivals rise to the whole drain rate: high's place will not come. Once
+    // per onset: the next poll leaves it alone (the estimate is a mean); the window
+    // close judges again, and refuses it.
+    g.arrival_rates[Critical.index()].store(100f64.to_bits(), Relaxed);
+    tokio::time::advance(Duration::from_millis(30)).await;
     g.sweep_if_newly_standing(Instant::now());
     settle().await;
     assert_eq!(g.queued_by_priority()[High.index()], 1);
     assert_eq!(log.lock().expect("log").len(), 1);
+    g.arrivals[Critical.index()].store(13, Relaxed);
+    g.window.completions.store(13, Relaxed);
+    g.window.samples.store(13, Relaxed);
+    g.end_window(Instant::now());
+    settle().await;
+    assert_eq!(g.queued_by_priority()[High.index()], 0);
+    assert_eq!(
+        *log.lock().expect("log"),
+        vec!["l:shed".to_string(), "h:shed".to_string()]
+    );
 }
 
 #[tokio::test(start_paused = true)]
