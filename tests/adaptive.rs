@@ -41,14 +41,31 @@ priority = "normal"
     )
 }
 
-async fn limit(addr: SocketAddr) -> u64 {
+/// The limit, and the baseline latency it was set for (so that a failure shows whether
+/// the limiter took a queue for a slower app).
+struct Reading {
+    limit: u64,
+    baseline_ms: f64,
+}
+
+impl std::fmt::Debug for Reading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({:.0} ms)", self.limit, self.baseline_ms)
+    }
+}
+
+async fn limit(addr: SocketAddr) -> Reading {
     let (_, _, body) = Http1Client::get(addr, "/api/v1/performance/concurrency", &[]).await;
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    v["classes"]["db"]["limit"]["current"].as_u64().unwrap_or(0)
+    let limit = &v["classes"]["db"]["limit"];
+    Reading {
+        limit: limit["current"].as_u64().unwrap_or(0),
+        baseline_ms: limit["baseline_rtt_ms"].as_f64().unwrap_or(f64::NAN),
+    }
 }
 
 /// Polls the limit for `span`, returning what it read in the last third.
-async fn settle(addr: SocketAddr, span: Duration) -> Vec<u64> {
+async fn settle(addr: SocketAddr, span: Duration) -> Vec<Reading> {
     let step = Duration::from_millis(200);
     let n = (span.as_millis() / step.as_millis()) as usize;
     let mut seen = Vec::new();
@@ -94,7 +111,7 @@ async fn the_limit_finds_capacity_follows_a_cut_and_recovers_without_config() {
 
     let found = settle(sluice.addr, Duration::from_secs(4)).await;
     assert!(
-        found.iter().all(|&l| (20..=40).contains(&l)),
+        found.iter().all(|r| (20..=40).contains(&r.limit)),
         "capacity 24: limit {found:?}"
     );
 
@@ -104,7 +121,7 @@ async fn the_limit_finds_capacity_follows_a_cut_and_recovers_without_config() {
     });
     let cut = settle(sluice.addr, Duration::from_secs(4)).await;
     assert!(
-        cut.iter().all(|&l| (5..=14).contains(&l)),
+        cut.iter().all(|r| (5..=14).contains(&r.limit)),
         "capacity cut to 8: limit {cut:?}"
     );
 
@@ -114,7 +131,7 @@ async fn the_limit_finds_capacity_follows_a_cut_and_recovers_without_config() {
     });
     let back = settle(sluice.addr, Duration::from_secs(4)).await;
     assert!(
-        back.iter().all(|&l| (18..=40).contains(&l)),
+        back.iter().all(|r| (18..=40).contains(&r.limit)),
         "capacity back to 24: limit {back:?}"
     );
 

@@ -162,6 +162,14 @@ const REBASE_SPREAD: f64 = 1.5;
 /// that rose while concurrency fell is a capacity cut between the two windows, not a
 /// slower app, and must not re-base.
 const REBASE_FLAT: f64 = 0.9;
+/// A window between the two of a flat pair with latency over the higher of theirs × this
+/// breaks the pair: latency rose and fell again, as a queue does that builds and drains.
+/// The first window of a capacity cut (1.3x, before the queue had built; 2-3x after)
+/// and a window soon after the back-off (still draining, or stretched by a pause of the
+/// host: a GC, a CPU quota run out) are such a pair: they read as latency flat at a
+/// third of the concurrency, and re-based the limit to twice the cut capacity. An app
+/// that got slower is as slow in every window after. Well above window noise.
+const REBASE_HUMP: f64 = 1.4;
 /// Elevated windows remembered for the re-base test: a few seconds of back-off.
 const HISTORY: usize = 16;
 
@@ -198,8 +206,8 @@ pub struct GradientLimit {
     /// its baseline latency again, the limit doubles back toward it (TCP's slow start
     /// up to ssthresh) instead of creeping back by the additive increase.
     recover_to: Option<f64>,
-    /// `(limit, concurrency, rtt_avg seconds)` of the current streak of elevated windows.
-    elevated: Vec<(f64, f64, f64)>,
+    /// The current streak of elevated windows.
+    elevated: Vec<Elevated>,
     /// Where the slow start after a re-base ends at the latest (TCP's ssthresh): the
     /// highest limit of the streak that showed the app slower, not queued.
     restart_to: Option<f64>,
@@ -485,13 +493,20 @@ impl GradientLimit {
             if self.elevated.len() == HISTORY {
                 self.elevated.remove(0);
             }
-            self.elevated
-                .push((self.limit, concurrency(sample, self.limit), rtt));
+            self.elevated.push(Elevated {
+                limit: self.limit,
+                concurrency: concurrency(sample, self.limit),
+                rtt,
+            });
             if let Some(rebased) = flat_latency(&self.elevated) {
                 // Latency did not follow our back-off: the app itself got slower, with
                 // as much concurrency as before (at least up to the highest limit that
                 // showed it), so slow start goes back there and no further.
-                let highest = self.elevated.iter().map(|e| e.0).fold(self.limit, f64::max);
+                let highest = self
+                    .elevated
+                    .iter()
+                    .map(|e| e.limit)
+                    .fold(self.limit, f64::max);
                 self.baseline = Some(rebased);
                 self.elevated.clear();
                 self.slow_start = true;
@@ -741,22 +756,37 @@ fn concurrency(sample: &WindowSample, limit: f64) -> f64 {
     }
 }
 
-/// The lower latency of a pair of windows whose limits and concurrencies both differ by
-/// [`REBASE_SPREAD`] but whose latencies do not differ by [`REBASE_FLAT`], if any.
-/// Entries are `(limit, concurrency, rtt)`. The limit must have moved too: concurrency
-/// that fell on its own (the clients sent less, or sluice refused more, while the app
-/// still worked off its queue) says nothing about the app's speed.
-fn flat_latency(windows: &[(f64, f64, f64)]) -> Option<f64> {
+/// One window of a streak of elevated ones, for the re-base test.
+#[derive(Clone, Copy, Debug)]
+struct Elevated {
+    limit: f64,
+    concurrency: f64,
+    /// Mean latency, seconds.
+    rtt: f64,
+}
+
+/// The lowest latency of a pair of windows, the last one and another, whose limits and
+/// concurrencies both differ by [`REBASE_SPREAD`] but whose latencies do not differ by
+/// [`REBASE_FLAT`], and with no [`REBASE_HUMP`] between them, if any. (Each pair is
+/// looked at once: when its later window came.) The limit must have moved too:
+/// concurrency that fell on its own (the clients sent less, or sluice refused more,
+/// while the app still worked off its queue) says nothing about the app's speed.
+fn flat_latency(windows: &[Elevated]) -> Option<f64> {
+    let (last, earlier) = windows.split_last()?;
+    let spread = |lo: &Elevated, hi: &Elevated| {
+        hi.concurrency >= lo.concurrency * REBASE_SPREAD && hi.limit >= lo.limit * REBASE_SPREAD
+    };
     let mut found: Option<f64> = None;
-    for &(lo_limit, lo_conc, lo_rtt) in windows {
-        for &(hi_limit, hi_conc, hi_rtt) in windows {
-            let flat = lo_rtt >= hi_rtt * REBASE_FLAT && hi_rtt >= lo_rtt * REBASE_FLAT;
-            let spread = hi_conc >= lo_conc * REBASE_SPREAD && hi_limit >= lo_limit * REBASE_SPREAD;
-            if spread && flat {
-                let rtt = lo_rtt.min(hi_rtt);
-                found = Some(found.map_or(rtt, |f| f.min(rtt)));
-            }
+    // The highest latency of the windows after `other`, up to the last.
+    let mut between: f64 = 0.0;
+    for other in earlier.iter().rev() {
+        let flat = other.rtt >= last.rtt * REBASE_FLAT && last.rtt >= other.rtt * REBASE_FLAT;
+        let hump = between > other.rtt.max(last.rtt) * REBASE_HUMP;
+        if flat && !hump && (spread(last, other) || spread(other, last)) {
+            let rtt = other.rtt.min(last.rtt);
+            found = Some(found.map_or(rtt, |f| f.min(rtt)));
         }
+        between = between.max(other.rtt);
     }
     found
 }

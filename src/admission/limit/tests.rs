@@ -581,7 +581,7 @@ fn follows_a_lasting_change_in_unloaded_latency() {
         // at T = 50 ms in a 250 ms window keeps the measured latency ~10 % high.
         let base = limiter.baseline_rtt().unwrap_or_default();
         assert!(back.is_some_and(|w| w <= 150), "back: {back:?}");
-        assert!(base <= service.mul_f64(1.15), "back: {base:?}");
+        assert!(base <= service.mul_f64(1.25), "back: {base:?}");
         assert!(
             (19..=25).contains(&limiter.limit()),
             "back: {}",
@@ -1566,4 +1566,50 @@ fn a_backlog_from_a_lower_limit_is_not_taken_for_the_apps_capacity() {
         }
     }
     assert_eq!(found, 8, "{found} of 8 found the capacity within 0.5 s");
+}
+
+#[test]
+fn a_stall_after_a_capacity_cut_is_not_taken_for_a_slower_app() {
+    // Capacity 24 -> 8 at 100 ms under 400 a second offered (the end-to-end test in
+    // tests/adaptive.rs). After the cut the limit settles at 9: one request queued in the
+    // app, 1.12x the baseline, so every window is elevated and the streak still holds
+    // the cut's onset (concurrency 14-24 at 1.5-3x the baseline). A pause of the host
+    // (a GC, a CPU quota running out, a descheduled VM) then stretches one window's
+    // latency to that of the onset at a third of its concurrency: one window, not an
+    // app that got slower, and no reason to re-base (the limit would settle at twice the
+    // app's capacity, with its own queue of a full capacity).
+    for seed in 0..8u64 {
+        for stretch in [1.3, 1.4, 1.5, 1.6] {
+            let service = Duration::from_millis(100);
+            let len = window_for(service);
+            let mut sim = Sim::new(24, service, 400.0 / 240.0);
+            sim.rng ^= seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut g = GradientLimit::new(settings());
+            for _ in 0..60 {
+                step(&mut sim, &mut g, len);
+            }
+            sim.capacity = 8;
+            let mut limits = Vec::new();
+            for w in 0..60 {
+                let mut sample = sim.run(len, g.limit(), g.lane());
+                // A pause every 7 windows from the 5th after the cut.
+                if w >= 4 && w % 7 == 4 {
+                    sample.rtt_avg = sample.rtt_avg.mul_f64(stretch);
+                }
+                g.update(&sample);
+                limits.push(g.limit());
+                let base = g.baseline_rtt().unwrap_or_default();
+                assert!(
+                    base <= service.mul_f64(1.25),
+                    "seed {seed}, ×{stretch}: re-based to {base:?} at window {w}: {limits:?}"
+                );
+            }
+            // (Not bounded below: a pause also reads as a queue, and backs the limit off.)
+            let last = &limits[limits.len() - 20..];
+            assert!(
+                last.iter().all(|&l| l <= 14),
+                "seed {seed}, ×{stretch}: limit {limits:?}"
+            );
+        }
+    }
 }
