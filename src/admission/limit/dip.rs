@@ -34,6 +34,12 @@ const DIP_FLAT: f64 = 0.25;
 /// changed during it (a capacity cut, a slower app), which is for the gradient and the
 /// re-base test.
 const DIP_SLOWER: f64 = 1.1;
+/// ... and after a slide (whose dip takes all of a gap that did not fall with the limit)
+/// by more than this: one window before the dip is a noisy thing to be slower than
+/// (±10 %). A pause of the host in a slide's dip (30-70 ms: 1.4-1.6x a window's latency
+/// in tests/adaptive.rs, 1.2x pooled over a five-window dip in the simulation) was taken
+/// whole for the app's speed, and the limit went to 1.6x the capacity.
+const DIP_SLOWER_SLID: f64 = 1.15;
 /// A dip within this of the baseline (or within half a request, 0.5 / limit, when more:
 /// one request, 1 / C, is the error that settles the limit under capacity)
 /// confirms it ...
@@ -87,6 +93,12 @@ pub(super) struct Dip {
 }
 
 impl GradientLimit {
+    /// A dip is under way, started by a slide.
+    #[cfg(test)]
+    pub(super) fn in_slide_dip(&self) -> bool {
+        self.dip.as_ref().is_some_and(|d| d.slid_from.is_some())
+    }
+
     /// Drops end a dip at once: the limit it left is restored before the back-off.
     pub(super) fn abandon_dip(&mut self) {
         if let Some(dip) = self.dip.take() {
@@ -194,11 +206,17 @@ impl GradientLimit {
             return self.limit();
         }
         let rtt = dip.measured.1 / dip.measured.0;
-        if rtt > dip.cruise_rtt * DIP_SLOWER && dip.slid_from.is_none() {
+        let slower = if dip.slid_from.is_none() {
+            DIP_SLOWER
+        } else {
+            DIP_SLOWER_SLID
+        };
+        if rtt > dip.cruise_rtt * slower {
             // Slower at less concurrency: the app changed during the dip (a capacity cut,
-            // a slower app); that is for the gradient and the re-base test. (Not after a
-            // slide: latency was flat over a tenth of the limit and more, and one window
-            // before the dip is a noisy thing to be slower than.)
+            // a slower app) or the host paused; that is for the gradient and the re-base
+            // test. (After a slide, with a wider margin: latency was flat over a tenth of
+            // the limit and more, and one window before the dip is a noisy thing to be
+            // slower than.)
             self.dip_in = DIP_SOON;
             return self.limit();
         }

@@ -1613,3 +1613,46 @@ fn a_stall_after_a_capacity_cut_is_not_taken_for_a_slower_app() {
         }
     }
 }
+
+#[test]
+fn a_pause_during_a_slides_dip_is_not_taken_for_a_slower_app() {
+    // Scenario 5 (C = 20, 50 ms ± 50 %, 2x, the app 1.16x slower from window 100 on):
+    // slides start dips, and a slide's dip takes all of a gap that did not fall with the
+    // limit. A pause of the host in one of its windows (a GC, a CPU quota run out: 30-70
+    // ms, 1.4-1.6x a window's mean latency in tests/adaptive.rs) is no such gap: far
+    // slower than the windows before the dip, at less concurrency, it learned nothing.
+    let (service, len) = (Duration::from_millis(50), Duration::from_millis(100));
+    let slower = service.mul_f64(1.16);
+    let mut paused = 0;
+    for seed in 0..32u64 {
+        let mut sim = Sim::new(20, service, 2.0);
+        sim.rng ^= (seed + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        sim.critical_every = 4;
+        sim.waiting_max = 20;
+        sim.transit_ns = 500_000;
+        let mut g = GradientLimit::new(settings());
+        for _ in 0..100 {
+            step(&mut sim, &mut g, len);
+        }
+        sim.service_ns = slower.as_nanos() as u64;
+        let (mut second, mut was_in_dip) = (false, false);
+        for w in 0..300 {
+            let in_dip = g.in_slide_dip();
+            let mut sample = sim.run(len, g.limit(), g.lane());
+            // The dip's second window (its first is mostly admitted before it).
+            if in_dip && second {
+                sample.rtt_avg = sample.rtt_avg.mul_f64(1.5);
+                paused += 1;
+            }
+            second = in_dip && !second && !was_in_dip;
+            was_in_dip = in_dip;
+            g.update(&sample);
+            let base = g.baseline_rtt().unwrap_or_default();
+            assert!(
+                base <= slower.mul_f64(1.2),
+                "seed {seed}: baseline {base:?} at window {w} (app {slower:?})"
+            );
+        }
+    }
+    assert!(paused >= 16, "only {paused} slide dips paused");
+}
